@@ -1,0 +1,264 @@
+"""Feature extraction: batched forward passes with hooks that stream into per-layer reducers.
+
+The hooks reduce each layer's output the moment the module returns it, so later in-place
+operations cannot corrupt what was recorded, and nothing but one batch of one layer is ever
+held whole. After the last batch, :func:`extract` turns the reducers into :class:`LayerData`:
+the centred Gram matrix (for CKA and RSA), the projected features (source side of regression)
+and the sampled units (target side of regression).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .datasets.base import ProbeSet
+from .errors import IdsimError
+from .models import Model
+from .reduce import DEFAULT_RAM_BUDGET, SparseProjection, UnitStore, centred_gram, jl_dim, layer_rng, sample_units
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to keep of every layer of one model.
+
+    gram:        compute the centred Gram matrix of the kept units (CKA, RSA).
+    units:       keep (up to ``max_units`` of) the kept units' values (target side of regression).
+    project:     keep a sparse random projection to ``n_components`` dims (source side of regression);
+                 ``"auto"`` = Johnson-Lindenstrauss bound at eps 0.1 for the number of images. Layers
+                 no wider than that are kept exactly.
+    unit_ratio:  fraction of each layer's units kept, sampled without replacement with ``seed``.
+    drop_constant: drop units with zero variance over the probe images (and count them).
+    """
+
+    gram: bool = True
+    units: bool = False
+    max_units: int | None = None
+    project: int | str | None = None
+    unit_ratio: float = 1.0
+    drop_constant: bool = False
+    seed: int = 0
+
+
+@dataclass
+class LayerData:
+    """What a layer of one model contributes to the metrics."""
+
+    name: str
+    n_units: int                      # units in the layer (flattened output)
+    n_sampled: int                    # units kept by unit_ratio
+    n_constant: int = 0               # kept units dropped for zero variance
+    gram: np.ndarray | None = None    # (n, n) float64 Gram of centred kept units
+    features: np.ndarray | None = None  # (n, q) float32: projected (or exact narrow) features
+    units: np.ndarray | None = None   # (n, m) float32: values of kept units (at most max_units)
+    unit_index: np.ndarray | None = None  # indices (into the flattened layer) of ``units``
+    projected: bool = False
+
+    @property
+    def n_kept(self) -> int:
+        return self.n_sampled - self.n_constant
+
+
+@dataclass
+class FeatureSet:
+    """Per-layer data of one model on one probe set, in layer order."""
+
+    model: str
+    layers: dict[str, LayerData] = field(default_factory=dict)
+    n_images: int = 0
+
+    def __getitem__(self, layer: str) -> LayerData:
+        return self.layers[layer]
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.layers)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; otherwise ``cpu``, ``cuda``, ``cuda:1``..."""
+    device = str(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise IdsimError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise IdsimError(f"device={device} asked for but CUDA is not available here; use device=auto or device=cpu")
+    return dev
+
+
+class _Images(Dataset):
+    def __init__(self, probe: ProbeSet, transform):
+        self.probe, self.transform = probe, transform
+
+    def __len__(self) -> int:
+        return len(self.probe)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.probe.image(i))
+
+
+class _StopForward(Exception):
+    """Raised by the last hook of a batch: the rest of the network is not needed."""
+
+
+def _first_tensor(out) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, dict):
+        for v in out.values():
+            if isinstance(v, torch.Tensor):
+                return v
+    raise IdsimError(f"layer output of type {type(out).__name__} holds no tensor; choose another layer")
+
+
+def iter_batches(model: Model, probe: ProbeSet, batch_size: int, device: torch.device, num_workers: int = 0) -> Iterable:
+    loader = DataLoader(_Images(probe, model.transform), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    start = 0
+    for x in loader:
+        yield slice(start, start + x.shape[0]), x.to(device, non_blocking=True)
+        start += x.shape[0]
+
+
+def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str] | None = None, batch_size: int = 32,
+            device: str | torch.device = "auto", progress: bool = True, scratch: Path | str | None = None,
+            ram_budget: int = DEFAULT_RAM_BUDGET, num_workers: int = 0) -> FeatureSet:
+    """Run ``model`` over ``probe`` and reduce each layer's output as ``plan`` says."""
+    layers = model.resolve_layers(layers)
+    n = len(probe)
+    if n < 3:
+        raise IdsimError(f"probe set has {n} images; at least 3 are needed to compare representations")
+    if batch_size < 1:
+        raise IdsimError(f"batch_size must be a positive integer, got {batch_size}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    net = model.module.to(dev)
+    modules = dict(net.named_modules())
+    reducers: dict[str, dict] = {}
+    sizes: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    state = {"stop_after_all": False, "fired": set()}
+
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idsim-", dir=scratch)))
+
+        def make(layer: str, p: int) -> dict:
+            red = {}
+            if plan.gram or plan.units:  # exact values of the sampled units
+                red["units"] = UnitStore(n, sample_units(p, plan.unit_ratio, plan.seed, layer), scratch=tmp,
+                                         ram_budget=ram_budget, name=layer)
+            if plan.project is not None:  # regression features: projected if wider than the projection
+                q = jl_dim(n) if plan.project == "auto" else int(plan.project)
+                red["features"] = SparseProjection(n, p, q, plan.seed, layer) if p > q else \
+                    UnitStore(n, np.arange(p), scratch=tmp, ram_budget=ram_budget, name=layer + ".features")
+            return red
+
+        def hook_for(layer: str):
+            def hook(_module, _inputs, out):
+                acts = _first_tensor(out).detach()
+                acts = acts.reshape(acts.shape[0], -1)
+                calls[layer] = calls.get(layer, 0) + 1
+                if layer not in reducers:
+                    sizes[layer] = acts.shape[1]
+                    reducers[layer] = make(layer, acts.shape[1])
+                elif acts.shape[1] != sizes[layer]:
+                    raise IdsimError(f"{model.name} layer {layer!r} changed size between calls ({sizes[layer]} vs {acts.shape[1]})")
+                for r in reducers[layer].values():
+                    r.update(acts, state["rows"])
+                state["fired"].add(layer)
+                if state["stop_after_all"] and len(state["fired"]) == len(layers):
+                    raise _StopForward
+            return hook
+
+        for layer in layers:
+            stack.enter_context(_removing(modules[layer].register_forward_hook(hook_for(layer))))
+        bar = _progress(n, f"{model.name}", progress)
+        with torch.inference_mode():
+            for i, (rows, x) in enumerate(iter_batches(model, probe, batch_size, dev, num_workers)):
+                state["rows"], state["fired"] = rows, set()
+                try:
+                    net(x)
+                except _StopForward:
+                    pass
+                if i == 0:
+                    _check_calls(model, layers, calls)
+                    state["stop_after_all"] = True  # every layer runs once: skip what follows the last one
+                bar.update(x.shape[0])
+        bar.close()
+        features = FeatureSet(model=model.name, n_images=n)
+        for layer in layers:
+            features.layers[layer] = _finalize(layer, sizes[layer], reducers.pop(layer), plan)
+    if dev.type == "cuda":
+        net.to("cpu")
+        torch.cuda.empty_cache()
+    return features
+
+
+@contextlib.contextmanager
+def _removing(handle):
+    try:
+        yield handle
+    finally:
+        handle.remove()
+
+
+def _check_calls(model: Model, layers: list[str], calls: dict[str, int]) -> None:
+    silent = [lay for lay in layers if calls.get(lay, 0) == 0]
+    if silent:
+        raise IdsimError(f"{model.name} layer(s) {', '.join(silent)} never ran in the forward pass (e.g. auxiliary heads);"
+                         f" choose layers from `python -m idsim.models layers {model.name}`")
+    multi = [f"{lay} ({calls[lay]}x)" for lay in layers if calls[lay] > 1]
+    if multi:
+        raise IdsimError(f"{model.name} layer(s) {', '.join(multi)} run more than once per forward pass (a shared module),"
+                         f" so their output is ambiguous; choose the enclosing block or another module")
+
+
+def _finalize(layer: str, p: int, red: dict, plan: Plan) -> LayerData:
+    data = LayerData(name=layer, n_units=p, n_sampled=p)
+    try:
+        feats = red.get("features")
+        if feats is not None:
+            data.features = np.array(feats.data)
+            data.projected = isinstance(feats, SparseProjection)
+        store: UnitStore | None = red.get("units")
+        if store is None:
+            return data
+        data.n_sampled = store.units.size
+        mean = store.mean()
+        keep = np.flatnonzero(~store.constant()) if plan.drop_constant else np.arange(store.units.size)
+        data.n_constant = store.units.size - keep.size
+        if keep.size == 0:
+            raise IdsimError(f"layer {layer!r}: all {store.units.size} sampled units are constant over the probe images")
+        if plan.gram:
+            data.gram = centred_gram(store.data, mean)  # constant units add exactly 0
+        if plan.units:
+            chosen = keep
+            if plan.max_units is not None and keep.size > plan.max_units:
+                rng = layer_rng(plan.seed, layer, "regression-units")
+                chosen = np.sort(rng.choice(keep, plan.max_units, replace=False))
+            data.units = np.asarray(store.data[:, chosen], dtype=np.float32)
+            data.unit_index = store.units[chosen]
+        return data
+    finally:
+        for r in red.values():
+            if isinstance(r, UnitStore):
+                r.close()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"extract {desc}", unit="img", disable=not enabled, leave=False, dynamic_ncols=True)

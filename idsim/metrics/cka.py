@@ -1,0 +1,88 @@
+"""Linear centred kernel alignment (CKA).
+
+Biased CKA (Kornblith et al. 2019) is ``<Kc, Lc>_F / (||Kc||_F ||Lc||_F)`` for the centred
+linear Gram matrices ``Kc = Xc Xc^T`` of column-centred features. Debiased CKA replaces each
+HSIC by the unbiased U-statistic of Song et al. (2012); with few stimuli the biased form is
+strongly inflated (about 0.67 on independent Gaussian data at n=50, p=100), the debiased one
+stays near 0.
+
+All-pairs scoring never repeats per-layer work: each layer's Gram is (U-)centred and
+normalised once, and every source x target layer pair comes out of one matrix product.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import IdsimError
+
+
+def _as_2d(X, name: str) -> np.ndarray:
+    X = np.asarray(X.detach().cpu().numpy() if hasattr(X, "detach") else X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2:
+        raise IdsimError(f"{name} must be a 2-D array (stimuli x units), got shape {X.shape}")
+    return X
+
+
+def centred_gram(X) -> np.ndarray:
+    """Linear Gram matrix of column-centred features (float64): ``(X - mean) (X - mean)^T``."""
+    X = _as_2d(X, "X")
+    Xc = X - X.mean(0)
+    return Xc @ Xc.T
+
+
+def u_centre(K: np.ndarray) -> np.ndarray:
+    """U-centre a Gram matrix (Song et al. 2012): ``<u(K), u(L)> / (n (n-3))`` is unbiased HSIC.
+
+    Off-diagonal entries become ``K_ij - r_i/(n-2) - r_j/(n-2) + s/((n-1)(n-2))`` with the
+    row sums ``r`` and total ``s`` of K with a zeroed diagonal; the diagonal becomes 0.
+    """
+    K = np.array(K, dtype=np.float64)
+    n = K.shape[0]
+    if n < 4:
+        raise IdsimError(f"debiased CKA needs at least 4 stimuli, got {n}")
+    np.fill_diagonal(K, 0.0)
+    r = K.sum(1)
+    s = r.sum()
+    K -= r[:, None] / (n - 2)
+    K -= r[None, :] / (n - 2)
+    K += s / ((n - 1) * (n - 2))
+    np.fill_diagonal(K, 0.0)
+    return K
+
+
+def double_centre(K: np.ndarray) -> np.ndarray:
+    """``H K H`` without forming H (a no-op on Grams of column-centred features)."""
+    K = np.asarray(K, dtype=np.float64)
+    r = K.mean(1)
+    return K - r[:, None] - r[None, :] + r.mean()
+
+
+def _normalised(gram: np.ndarray, debiased: bool) -> np.ndarray:
+    K = u_centre(gram) if debiased else double_centre(gram)
+    norm = np.sqrt(max(float(np.vdot(K, K)), 0.0))
+    return (K / norm).ravel() if norm > 0 else np.full(K.size, np.nan)
+
+
+def cka_from_grams(K: np.ndarray, L: np.ndarray, debiased: bool = False) -> float:
+    """CKA of two (not necessarily centred) linear Gram matrices over the same stimuli."""
+    K, L = np.asarray(K), np.asarray(L)
+    if K.shape != L.shape or K.ndim != 2 or K.shape[0] != K.shape[1]:
+        raise IdsimError(f"Gram matrices must be square and of one shape, got {K.shape} and {L.shape}")
+    return float(_normalised(K, debiased) @ _normalised(L, debiased))
+
+
+def linear_cka(X, Y, debiased: bool = False) -> float:
+    """Linear CKA between two representations of the same stimuli (rows), biased or debiased."""
+    X, Y = _as_2d(X, "X"), _as_2d(Y, "Y")
+    if X.shape[0] != Y.shape[0]:
+        raise IdsimError(f"X and Y must have the same stimuli (rows): {X.shape[0]} vs {Y.shape[0]}")
+    return cka_from_grams(centred_gram(X), centred_gram(Y), debiased=debiased)
+
+
+def cka_matrix(source_grams: list[np.ndarray], target_grams: list[np.ndarray], debiased: bool = False) -> np.ndarray:
+    """CKA for every source x target pair of Gram matrices, as one matrix product."""
+    S = np.stack([_normalised(K, debiased) for K in source_grams])
+    T = np.stack([_normalised(K, debiased) for K in target_grams])
+    return S @ T.T

@@ -1,0 +1,301 @@
+"""Model zoo: any torchvision or timm classification model by name.
+
+``build_model("resnet18", weights="random", seed=0)`` returns a :class:`Model` holding the
+network in eval mode (in-place operations switched off), its own preprocessing transform and
+its default layer set, named by module path (``layer1.0``, ``features.4``, ``blocks.3``...).
+
+Weights:
+- ``"random"``: the library's own initialisation, drawn from ``seed`` (the offline default);
+- ``"imagenet"``: the library's pretrained weights through its own download and cache
+  (``$TORCH_HOME`` for torchvision, the Hugging Face cache for timm);
+- a path to a local checkpoint holding a state dict (loaded with ``weights_only=True``).
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import IdsimError
+
+LIBRARIES = ("torchvision", "timm")
+
+
+@functools.lru_cache(maxsize=None)
+def torchvision_models() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+@functools.lru_cache(maxsize=None)
+def timm_models() -> tuple[str, ...]:
+    import timm
+
+    return tuple(sorted(timm.list_models()))
+
+
+def all_model_names() -> list[str]:
+    """Every model name idsim can build (torchvision's classification models, then timm's)."""
+    return sorted(set(torchvision_models()) | set(timm_models()))
+
+
+def resolve_library(name: str, library: str = "auto") -> str:
+    """Which library builds ``name``: torchvision first (as the papers used it), then timm."""
+    if library not in ("auto", *LIBRARIES):
+        raise IdsimError(f"unknown model library {library!r}; valid: auto, torchvision, timm")
+    if library in ("auto", "torchvision") and name in torchvision_models():
+        return "torchvision"
+    if library in ("auto", "timm") and name in timm_models():
+        return "timm"
+    where = "torchvision or timm" if library == "auto" else library
+    raise IdsimError(f"unknown model {name!r}: not a {where} classification model{did_you_mean(name)}")
+
+
+def did_you_mean(name: str, choices=None) -> str:
+    """A hint naming the closest valid names (and how to list all models when no list is given)."""
+    pool = all_model_names() if choices is None else list(choices)
+    close = difflib.get_close_matches(name, pool, n=4, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    if choices is None:
+        hint += " (list them all: python -m idsim.models list)"
+    return hint
+
+
+@dataclass
+class Model:
+    """A network ready for feature extraction."""
+
+    name: str
+    library: str
+    weights: str
+    seed: int | None
+    module: nn.Module
+    transform: Callable
+    default_layers: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def weights_digest(self) -> str:
+        """A short hash of the parameters and buffers (identifies the weights whatever their origin)."""
+        return _state_dict_digest(self.module)
+
+    @property
+    def architecture(self) -> str:
+        """The architecture, used to decide which source matches the target."""
+        return f"{self.library}:{self.name}"
+
+    def layer_names(self) -> list[str]:
+        """Every named submodule (the names usable in ``layers=[...]``)."""
+        return [n for n, _ in self.module.named_modules() if n]
+
+    def resolve_layers(self, layers=None) -> list[str]:
+        """The layers to record: the default set, or the given module paths (checked)."""
+        if layers is None or (isinstance(layers, str) and layers == "default"):
+            return list(self.default_layers)
+        if isinstance(layers, str):
+            layers = [layers]
+        layers = [str(x) for x in layers]
+        if not layers:
+            raise IdsimError(f"{self.name}: empty layer list; give module paths or leave layers unset for the default set")
+        known = dict(self.module.named_modules())
+        for layer in layers:
+            if layer not in known or not layer:
+                close = difflib.get_close_matches(layer, list(known), n=3, cutoff=0.6)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise IdsimError(
+                    f"{self.name} has no layer {layer!r}{hint} (list them: python -m idsim.models layers {self.name})"
+                )
+        if len(set(layers)) != len(layers):
+            raise IdsimError(f"{self.name}: duplicate layer names in {layers}")
+        return layers
+
+
+def _disable_inplace(module: nn.Module) -> None:
+    """Switch off in-place activations so a captured output is never overwritten later."""
+    for m in module.modules():
+        if hasattr(m, "inplace") and isinstance(getattr(m, "inplace"), bool):
+            m.inplace = False
+
+
+def _state_dict_digest(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        t = v.detach().cpu().contiguous()
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _construct(name: str, library: str, pretrained: bool) -> nn.Module:
+    if library == "torchvision":
+        import torchvision
+
+        weights = "DEFAULT" if pretrained else None
+        return torchvision.models.get_model(name, weights=weights)
+    import timm
+
+    return timm.create_model(name, pretrained=pretrained)
+
+
+def _transform(name: str, library: str, module: nn.Module) -> Callable:
+    if library == "torchvision":
+        import torchvision
+
+        try:
+            w = torchvision.models.get_model_weights(name).DEFAULT
+            return w.transforms()
+        except Exception:  # models without published weights: the standard ImageNet eval transform
+            from torchvision.transforms import v2 as T
+
+            return T.Compose([T.Resize(256, antialias=True), T.CenterCrop(224), T.ToImage(),
+                              T.ToDtype(torch.float32, scale=True),
+                              T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    import timm
+
+    cfg = timm.data.resolve_data_config({}, model=module)
+    return timm.data.create_transform(**cfg)
+
+
+def _offline_hint(name: str, library: str) -> str:
+    if library == "torchvision":
+        cache = os.environ.get("TORCH_HOME", "~/.cache/torch")
+        where = f"torchvision's cache ({cache}/hub/checkpoints)"
+    else:
+        cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        where = f"the Hugging Face cache ({cache})"
+    return (
+        f"could not load ImageNet weights for {name} ({library}): no download possible and none in {where}; "
+        f"on a machine with internet run `python -m idsim.models download {name}` and copy the cache here "
+        f"(or point TORCH_HOME/HF_HOME at it), pass a local checkpoint with weights=/path/to/state_dict.pt, "
+        f"or use weights=random"
+    )
+
+
+def _load_checkpoint(module: nn.Module, path: Path, name: str) -> None:
+    if not path.is_file():
+        raise IdsimError(f"checkpoint {str(path)!r} for {name} not found; weights must be random, imagenet or an existing file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, pickled code, ...
+        raise IdsimError(f"cannot read checkpoint {str(path)!r} as a state dict ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    for key in ("state_dict", "model", "model_state_dict"):  # common wrappers
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise IdsimError(f"checkpoint {str(path)!r} does not hold a state dict (a mapping of parameter names to tensors)")
+    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    own = module.state_dict()
+    missing = [k for k in own if k not in obj]
+    unexpected = [k for k in obj if k not in own]
+    shape = [k for k in own if k in obj and tuple(own[k].shape) != tuple(obj[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})")
+        if shape:
+            k = shape[0]
+            parts.append(f"{len(shape)} shape mismatches ({k}: {tuple(obj[k].shape)} vs {tuple(own[k].shape)})")
+        raise IdsimError(f"checkpoint {str(path)!r} does not match {name}: " + "; ".join(parts))
+    module.load_state_dict(obj, strict=True)
+
+
+def build_model(name: str, weights: str = "random", seed: int | None = 0, library: str = "auto") -> Model:
+    """Build a model by name.
+
+    >>> m = build_model("alexnet", weights="random", seed=1)
+    >>> m.default_layers[:2]
+    ['features.1', 'features.4']
+    """
+    library = resolve_library(name, library)
+    weights = str(weights)
+    if weights == "random":
+        if seed is None:
+            raise IdsimError(f"{name}: weights=random needs an integer seed")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            module = _construct(name, library, pretrained=False)
+    elif weights == "imagenet":
+        try:
+            module = _construct(name, library, pretrained=True)
+        except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; hub errors too
+            if isinstance(e, RuntimeError) and "Error(s) in loading state_dict" in str(e):
+                raise
+            raise IdsimError(_offline_hint(name, library)) from e
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0 if seed is None else int(seed))  # only for buffers not in the checkpoint
+            module = _construct(name, library, pretrained=False)
+        _load_checkpoint(module, Path(os.path.expanduser(weights)), name)
+    module.eval()
+    module.requires_grad_(False)
+    _disable_inplace(module)
+    from .layers import default_layers
+
+    return Model(
+        name=name,
+        library=library,
+        weights=weights,
+        seed=None if weights == "imagenet" else seed,
+        module=module,
+        transform=_transform(name, library, module),
+        default_layers=default_layers(module, name, library),
+    )
+
+
+def download(name: str, library: str = "auto") -> str:
+    """Fetch a model's pretrained weights into the library's cache (needs internet)."""
+    library = resolve_library(name, library)
+    _construct(name, library, pretrained=True)
+    return library
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m idsim.models list | layers NAME | download NAME``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m idsim.models", description=main.__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ls = sub.add_parser("list", help="model names (torchvision's, then timm's)")
+    ls.add_argument("pattern", nargs="?", default=None, help="substring filter")
+    la = sub.add_parser("layers", help="a model's default layers and every module path")
+    la.add_argument("name")
+    la.add_argument("--library", default="auto")
+    la.add_argument("--all", action="store_true", help="list every module path, not only the default set")
+    dl = sub.add_parser("download", help="pre-download ImageNet weights into the library cache")
+    dl.add_argument("names", nargs="+")
+    a = p.parse_args(argv)
+    try:
+        if a.cmd == "list":
+            for lib, names in (("torchvision", torchvision_models()), ("timm", timm_models())):
+                for n in names:
+                    if a.pattern is None or a.pattern in n:
+                        print(f"{lib}\t{n}")
+        elif a.cmd == "layers":
+            m = build_model(a.name, weights="random", seed=0, library=a.library)
+            names = m.layer_names() if a.all else m.default_layers
+            for n in names:
+                mark = "*" if a.all and n in m.default_layers else ""
+                print(f"{n}{mark}")
+        else:
+            for n in a.names:
+                lib = download(n)
+                print(f"downloaded {n} ({lib})")
+    except IdsimError as e:
+        print(f"idsim: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""Per-layer reductions that consume activations batch by batch.
+
+Feature extraction never keeps a whole layer for all images by itself: each recorded layer owns
+reducers whose ``update(acts, rows)`` is called with one batch of flattened activations
+(``acts``: batch x units, float32, on the model's device) and the image rows they belong to.
+What each reducer keeps is what the metrics need:
+
+- :class:`UnitStore` keeps the exact values of a subset of units (all, a seeded ``unit_ratio``
+  sample, ...), in RAM below a budget and in a scratch file on disk above it; from it come the
+  centred Gram matrix (CKA, RSA) and the target units for regression.
+- :class:`SparseProjection` keeps a seeded sparse random projection of the units (the
+  source features for regression), as both papers do.
+
+The memory bound of a run is therefore set here, layer by layer, and nowhere else.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .errors import IdsimError
+
+DEFAULT_RAM_BUDGET = 512 * 2**20  # bytes of exact features per layer kept in RAM before spilling to disk
+
+
+def layer_rng(seed: int, layer: str, purpose: str) -> np.random.Generator:
+    """A generator seeded by the run seed, the layer name and what it is for (stable across runs)."""
+    return np.random.default_rng([int(seed), zlib.crc32(layer.encode()), zlib.crc32(purpose.encode())])
+
+
+def sample_units(n_units: int, ratio: float, seed: int, layer: str) -> np.ndarray:
+    """Sorted indices of ``round(ratio * n_units)`` units (at least 1), drawn without replacement."""
+    if not 0.0 < ratio <= 1.0:
+        raise IdsimError(f"unit_ratio must be in (0, 1], got {ratio}")
+    k = max(1, int(round(ratio * n_units)))
+    if k >= n_units:
+        return np.arange(n_units)
+    return np.sort(layer_rng(seed, layer, "units").choice(n_units, size=k, replace=False))
+
+
+def jl_dim(n_samples: int, eps: float = 0.1) -> int:
+    """Johnson-Lindenstrauss bound: dimensions that keep pairwise distances within 1 +- eps."""
+    return int(4 * math.log(n_samples) / (eps**2 / 2 - eps**3 / 3))
+
+
+def sparse_projection_matrix(n_features: int, n_components: int, seed: int, density: float | None = None) -> sp.csr_matrix:
+    """A sparse random projection matrix (n_features x n_components), Li et al. 2006 / Achlioptas.
+
+    Entries are 0 with probability 1 - density and +-1/sqrt(density * n_components) otherwise,
+    with density 1/sqrt(n_features) by default: the distribution of scikit-learn's
+    ``SparseRandomProjection(density="auto")``, so that E[||x S||^2] = ||x||^2.
+    """
+    if density is None:
+        density = 1.0 / math.sqrt(n_features)
+    rng = np.random.default_rng([int(seed), n_features, n_components])
+    counts = rng.binomial(n_features, density, size=n_components)
+    rows = np.concatenate([rng.choice(n_features, size=c, replace=False) for c in counts]) if n_features < 50_000 \
+        else _distinct_rows(rng, n_features, counts)
+    cols = np.repeat(np.arange(n_components, dtype=np.int64), counts)
+    scale = np.float32(1.0 / math.sqrt(density * n_components))
+    vals = np.where(rng.random(rows.size) < 0.5, -scale, scale).astype(np.float32)
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n_features, n_components))
+
+
+def _distinct_rows(rng: np.random.Generator, n: int, counts: np.ndarray) -> np.ndarray:
+    """Row indices, distinct within each column, for large n (redraw the rare collisions)."""
+    out = []
+    for c in counts:
+        r = rng.integers(0, n, size=c)
+        r = np.unique(r)
+        while r.size < c:
+            r = np.unique(np.concatenate([r, rng.integers(0, n, size=c - r.size)]))
+        out.append(rng.permutation(r))
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+class UnitStore:
+    """Exact values of selected units for every image: RAM below a budget, a scratch file above."""
+
+    def __init__(self, n_images: int, units: np.ndarray, scratch: Path | None = None, ram_budget: int = DEFAULT_RAM_BUDGET,
+                 name: str = "layer"):
+        self.units = np.asarray(units)
+        self.n_images = n_images
+        shape = (n_images, self.units.size)
+        nbytes = shape[0] * shape[1] * 4
+        self.path: Path | None = None
+        if nbytes > ram_budget and scratch is not None:
+            scratch.mkdir(parents=True, exist_ok=True)
+            self.path = scratch / f"{name.replace('/', '_')}.{id(self):x}.f32"
+            self.data = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=shape)
+        else:
+            self.data = np.empty(shape, dtype=np.float32)
+        self._all = self.units.size == 0 or (self.units[0] == 0 and self.units[-1] == self.units.size - 1)
+        self._index: torch.Tensor | None = None
+        self._sum: torch.Tensor | None = None   # float64 column sums, for the mean
+        self._min: torch.Tensor | None = None   # column minima and maxima: a unit is constant iff they agree
+        self._max: torch.Tensor | None = None
+        self.filled = 0
+
+    def update(self, acts: torch.Tensor, rows: slice) -> None:
+        if not self._all:
+            if self._index is None or self._index.device != acts.device:
+                self._index = torch.as_tensor(self.units, device=acts.device)
+            acts = acts.index_select(1, self._index)
+        acts = acts.to(torch.float32)
+        s, lo, hi = acts.sum(0).to(torch.float64), acts.amin(0), acts.amax(0)  # a batch sums exactly enough in float32
+        if self._sum is None:
+            self._sum, self._min, self._max = s, lo, hi
+        else:
+            self._sum += s
+            torch.minimum(self._min, lo, out=self._min)
+            torch.maximum(self._max, hi, out=self._max)
+        self.data[rows] = acts.cpu().numpy()
+        self.filled = max(self.filled, rows.stop)
+
+    def mean(self) -> np.ndarray:
+        """Column means (float64), accumulated while streaming."""
+        return (self._sum / max(self.filled, 1)).cpu().numpy()
+
+    def constant(self) -> np.ndarray:
+        """Boolean mask of units with the same value on every image (zero variance, exactly)."""
+        return (self._min == self._max).cpu().numpy()
+
+    def close(self) -> None:
+        if self.path is not None:
+            del self.data
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
+
+def centred_gram(data: np.ndarray, mean: np.ndarray | None = None, chunk_bytes: int = 64 * 2**20) -> np.ndarray:
+    """Gram matrix (float64) of column-centred features, reading column chunks of ``data``.
+
+    Centring the features before the product (not the Gram after it) keeps the result exact
+    for activations with large means. Constant columns centre to exactly 0 and add nothing.
+    """
+    n, p = data.shape
+    if mean is None:
+        mean = np.asarray(data, dtype=np.float64).mean(0)
+    gram = np.zeros((n, n))
+    step = max(1, chunk_bytes // (8 * max(n, 1)))
+    for c in range(0, p, step):
+        block = np.asarray(data[:, c:c + step], dtype=np.float64)
+        block -= mean[c:c + step]
+        gram += block @ block.T
+    return gram
+
+
+class SparseProjection:
+    """Seeded sparse random projection of every batch to ``n_components`` dimensions."""
+
+    def __init__(self, n_images: int, n_features: int, n_components: int, seed: int, layer: str):
+        self.matrix = sparse_projection_matrix(n_features, n_components, seed=layer_rng(seed, layer, "srp").integers(2**31))
+        self._t = self.matrix.T.tocsr()  # components x features, for a row-major product
+        self.data = np.empty((n_images, n_components), dtype=np.float32)
+        self._torch: torch.Tensor | None = None
+
+    def update(self, acts: torch.Tensor, rows: slice) -> None:
+        if acts.device.type == "cuda":
+            if self._torch is None:
+                t = self._t
+                self._torch = torch.sparse_csr_tensor(
+                    torch.from_numpy(t.indptr.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64)),
+                    torch.from_numpy(t.data), size=t.shape, device=acts.device)
+            self.data[rows] = (self._torch @ acts.float().T).T.cpu().numpy()
+        else:
+            x = acts.to(torch.float32).numpy()
+            self.data[rows] = (self._t @ x.T).T

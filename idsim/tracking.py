@@ -1,0 +1,81 @@
+"""Experiment tracking: W&B (offline by default, no account needed) or nothing.
+
+The W&B run lives inside the run's output folder (``<run dir>/wandb/``); ``wandb sync`` on that
+folder uploads it later. Every run is finished, even when the experiment fails, so runs of a
+multirun never merge.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from .errors import IdsimError
+
+log = logging.getLogger(__name__)
+LOGGERS = ("wandb", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+class NullTracker:
+    """Logs nothing."""
+
+    run_dir: Path | None = None
+
+    def log_table(self, key: str, df: pd.DataFrame) -> None: ...
+
+    def log_images(self, images: Mapping[str, Path]) -> None: ...
+
+    def summary(self, values: Mapping[str, Any]) -> None: ...
+
+    def finish(self, failed: bool = False) -> None: ...
+
+
+class WandbTracker(NullTracker):
+    def __init__(self, out_dir: Path, config: dict, mode: str = "offline", project: str = "idsim", entity: str | None = None,
+                 group: str | None = None, tags=(), name: str | None = None, job_type: str = "identify"):
+        if mode not in WANDB_MODES:
+            raise IdsimError(f"wandb.mode={mode!r}; valid: {', '.join(WANDB_MODES)}")
+        import wandb
+
+        self._wandb = wandb
+        out_dir.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            self.run = wandb.init(project=project, entity=entity, group=group, tags=list(tags or []), name=name,
+                                  job_type=job_type, dir=str(out_dir), config=config, mode=mode, reinit="finish_previous",
+                                  settings=wandb.Settings(quiet=True, console="off", x_disable_stats=True))
+        except Exception as e:  # online without credentials, ...
+            hint = " (offline mode needs no account: wandb.mode=offline)" if mode == "online" else ""
+            raise IdsimError(f"could not start a W&B run in {mode} mode: {str(e).splitlines()[0][:200]}{hint};"
+                             f" or turn logging off with logger=none") from e
+        self.run_dir = Path(self.run.dir).parent if getattr(self.run, "dir", None) else None
+
+    def log_table(self, key: str, df: pd.DataFrame) -> None:
+        self.run.log({key: self._wandb.Table(dataframe=df.reset_index(drop=True))})
+
+    def log_images(self, images: Mapping[str, Path]) -> None:
+        self.run.log({k: self._wandb.Image(str(p)) for k, p in images.items()})
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        for k, v in values.items():
+            self.run.summary[k] = v
+
+    def finish(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
+
+
+def make_tracker(logger: str, out_dir: Path, config: dict, wandb_cfg: Mapping[str, Any] | None = None,
+                 name: str | None = None) -> NullTracker:
+    if logger == "none":
+        return NullTracker()
+    if logger != "wandb":
+        raise IdsimError(f"logger={logger!r}; valid: {', '.join(LOGGERS)}")
+    w = dict(wandb_cfg or {})
+    if w.get("mode", "offline") == "disabled":
+        return NullTracker()
+    return WandbTracker(out_dir, config, mode=w.get("mode", "offline"), project=w.get("project", "idsim"),
+                        entity=w.get("entity"), group=w.get("group"), tags=w.get("tags") or (), name=name)
