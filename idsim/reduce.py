@@ -68,15 +68,17 @@ def sparse_projection_matrix(n_features: int, n_components: int, seed: int, dens
 
 
 def _distinct_rows(rng: np.random.Generator, n: int, counts: np.ndarray) -> np.ndarray:
-    """Row indices, distinct within each column, for large n (redraw the rare collisions)."""
-    out = []
-    for c in counts:
-        r = rng.integers(0, n, size=c)
-        r = np.unique(r)
-        while r.size < c:
-            r = np.unique(np.concatenate([r, rng.integers(0, n, size=c - r.size)]))
-        out.append(rng.permutation(r))
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+    """Row indices, distinct within each column, for large n: draw all at once, redraw the rare collisions."""
+    cols = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    rows = rng.integers(0, n, size=cols.size)
+    while True:
+        key = cols * n + rows
+        order = np.argsort(key, kind="stable")
+        dup = np.zeros(key.size, dtype=bool)
+        dup[order[1:]] = key[order[1:]] == key[order[:-1]]
+        if not dup.any():
+            return rows
+        rows[dup] = rng.integers(0, n, size=int(dup.sum()))
 
 
 class UnitStore:

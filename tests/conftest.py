@@ -1,0 +1,26 @@
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def compose_cfg():
+    """compose_cfg(overrides) -> DictConfig composed from conf/ like run.py does."""
+    from hydra import compose, initialize_config_dir
+
+    from idsim.config import CONF_DIR, register_models
+
+    register_models()
+
+    def _compose(overrides=()):
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return compose("config", list(overrides))
+
+    return _compose
+
+
+# the cheapest settings that still run real models end to end
+TINY = ["dataset.n_images=12", "batch_size=6", "logger=none", "plots=false", "progress=false"]

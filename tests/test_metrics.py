@@ -1,0 +1,137 @@
+"""Metric definitions, cross-checked against scikit-learn and brute force."""
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.model_selection import KFold
+
+from idsim.errors import IdsimError
+from idsim.metrics import (cka_matrix, centred_gram, fit_predict_cv, identifiability_index, linear_cka,
+                           neural_regression, pearson_columns)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 120)) + 50.0  # large mean offset
+    Y = X[:, :15] @ rng.standard_normal((15, 6)) + 0.5 * rng.standard_normal((40, 6))
+    return X, Y
+
+
+def _cka_reference(X, Y):
+    """Kornblith et al. feature-space form: ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)."""
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    return np.linalg.norm(Yc.T @ Xc) ** 2 / (np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc))
+
+
+def _debiased_reference(X, Y):
+    """Song et al. 2012 unbiased HSIC, written out term by term."""
+    def hsic1(K, L):
+        n = K.shape[0]
+        K, L = K.copy(), L.copy()
+        np.fill_diagonal(K, 0)
+        np.fill_diagonal(L, 0)
+        one = np.ones(n)
+        return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
+    K, L = X @ X.T, Y @ Y.T
+    return hsic1(K, L) / np.sqrt(hsic1(K, K) * hsic1(L, L))
+
+
+def test_cka_matches_feature_space_form(data):
+    X, Y = data
+    assert linear_cka(X, Y) == pytest.approx(_cka_reference(X, Y), rel=1e-10)
+    assert linear_cka(X, X) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_debiased_cka_matches_song_u_statistic(data):
+    X, Y = data  # the U-statistic is location invariant; the reference is fed centred data for precision
+    assert linear_cka(X, Y, debiased=True) == pytest.approx(_debiased_reference(X - X.mean(0), Y - Y.mean(0)), rel=1e-9)
+
+
+def test_biased_cka_inflated_debiased_not_on_independent_data():
+    rng = np.random.default_rng(1)
+    b, d = [], []
+    for _ in range(5):
+        X, Y = rng.standard_normal((50, 2000)), rng.standard_normal((50, 2000))
+        b.append(linear_cka(X, Y))
+        d.append(linear_cka(X, Y, debiased=True))
+    assert np.mean(b) > 0.9  # anchors: ~0.975 at n=50, p=2000
+    assert abs(np.mean(d)) < 0.02
+
+
+def test_cka_invariances(data):
+    X, Y = data
+    rng = np.random.default_rng(2)
+    Q, _ = np.linalg.qr(rng.standard_normal((X.shape[1], X.shape[1])))
+    base = linear_cka(X, Y)
+    assert linear_cka(X @ Q, Y) == pytest.approx(base, rel=1e-9)
+    assert linear_cka(3.7 * X + 2.0, Y) == pytest.approx(base, rel=1e-9)
+    A = rng.standard_normal((X.shape[1], X.shape[1]))
+    assert abs(linear_cka(X @ A, Y) - base) > 1e-3
+
+
+def test_all_pairs_matrix_equals_pairwise(data):
+    X, Y = data
+    Z = X[:, 30:] ** 2
+    grams = [centred_gram(M) for M in (X, Y, Z)]
+    for debiased in (False, True):
+        M = cka_matrix(grams[:2], grams, debiased=debiased)
+        for i, A in enumerate((X, Y)):
+            for j, B in enumerate((X, Y, Z)):
+                assert M[i, j] == pytest.approx(linear_cka(A, B, debiased=debiased), rel=1e-9)
+
+
+def test_cka_rejects_mismatched_rows(data):
+    X, Y = data
+    with pytest.raises(IdsimError, match="same stimuli"):
+        linear_cka(X, Y[:-1])
+
+
+@pytest.mark.parametrize("width", [120, 10])  # dual (p > n) and primal (p < n) paths
+def test_kfold_ridge_equals_sklearn(data, width):
+    X, Y = data
+    X = X[:, :width]
+    res = fit_predict_cv(X, Y, cv=5, alphas=[2.5], seed=3)
+    rs = []
+    for tr, te in KFold(5, shuffle=True, random_state=3).split(X):
+        rs.append(pearson_columns(Ridge(alpha=2.5).fit(X[tr], Y[tr]).predict(X[te]), Y[te]))
+    np.testing.assert_allclose(res.r, np.mean(rs, 0), atol=1e-9)
+
+
+@pytest.mark.parametrize("width", [120, 10])
+def test_loo_equals_brute_force_and_sklearn_alpha_choice(data, width):
+    X, Y = data
+    X = X[:, :width]
+    res = fit_predict_cv(X, Y, cv="loo", alphas=[1.0])
+    pred = np.array([Ridge(alpha=1.0).fit(np.delete(X, i, 0), np.delete(Y, i, 0)).predict(X[i:i + 1])[0]
+                     for i in range(len(X))])
+    np.testing.assert_allclose(res.r, pearson_columns(pred, Y), atol=1e-9)
+    alphas = [0.01, 0.1, 1.0, 10.0, 100.0]
+    res = fit_predict_cv(X, Y, cv="loo", alphas=alphas)
+    ref = RidgeCV(alphas=alphas, alpha_per_target=True).fit(X, Y)
+    np.testing.assert_array_equal(res.alpha, ref.alpha_)
+
+
+def test_neural_regression_projection_and_errors(data):
+    X, Y = data
+    wide = np.repeat(X, 100, axis=1)  # 12,000 columns > JL bound for 40 stimuli
+    r = neural_regression(wide, Y, cv=5, srp_dim="auto", seed=0)
+    assert r.r.shape == (Y.shape[1],) and np.isfinite(r.r).all()
+    assert neural_regression(wide, Y, cv=5, srp_dim="auto", seed=0).r == pytest.approx(r.r)
+    with pytest.raises(IdsimError, match="cv"):
+        neural_regression(X, Y, cv="nope")
+    with pytest.raises(IdsimError, match="alphas"):
+        neural_regression(X, Y, alphas=[-1])
+
+
+def test_pearson_nan_for_constant_columns():
+    A = np.arange(10.0)[:, None].repeat(2, 1)
+    B = np.c_[np.full(10, 0.1), np.arange(10.0)]
+    r = pearson_columns(A, B)
+    assert np.isnan(r[0]) and r[1] == pytest.approx(1.0)
+
+
+def test_identifiability_index():
+    assert identifiability_index(0.9, [0.3, 0.5]) == pytest.approx((0.9 - 0.4) / (0.9 + 0.4))
+    assert np.isnan(identifiability_index(float("nan"), [0.3]))
+    assert np.isnan(identifiability_index(0.5, []))

@@ -1,0 +1,120 @@
+"""End-to-end runs on tiny inputs with planted answers."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY
+from idsim import Metric, build_model, extract, load_probe_set, score_layers
+from idsim.experiment import run_experiment
+from idsim.reduce import sample_units
+
+
+@pytest.fixture(scope="module")
+def planted_cka(compose_cfg, tmp_path_factory):
+    cfg = compose_cfg(["target=resnet18", "sources=[alexnet,resnet18]", "identical_weights=true", "metric=cka", *TINY])
+    out = tmp_path_factory.mktemp("planted")
+    return run_experiment(cfg, out), out
+
+
+def test_identical_source_gives_cka_one_and_wins_everywhere(planted_cka):
+    res, out = planted_cka
+    s = res.scores
+    diag = s[(s.source == "resnet18") & (s.source_layer == s.target_layer)]
+    assert len(diag) == 9
+    np.testing.assert_allclose(diag.score, 1.0, atol=1e-9)
+    ident = res.identifiability
+    assert ident.correct.all() and (ident.best_source == "resnet18").all()
+    assert (ident.best_source_layer == ident.target_layer).all()
+    assert (ident.identifiability_index > 0).all()
+    assert "identified at 9/9" in res.verdict
+
+
+def test_outputs_written(planted_cka):
+    res, out = planted_cka
+    for name in ("scores.csv", "identifiability.csv", "best_scores.csv", "target_units.csv", "config.yaml"):
+        assert (out / name).is_file(), name
+    scores = pd.read_csv(out / "scores.csv")
+    assert {"source", "source_layer", "target", "target_layer", "metric", "score"} <= set(scores.columns)
+    assert len(scores) == (7 + 9) * 9  # alexnet 7 layers, resnet18 9, x 9 target layers
+    ident = pd.read_csv(out / "identifiability.csv")
+    assert {"target_layer", "best_source", "best_source_layer", "correct", "identifiability_index"} <= set(ident.columns)
+
+
+def test_other_seed_is_not_identical(compose_cfg, tmp_path):
+    cfg = compose_cfg(["target=resnet18", "sources=[resnet18]", "target.layers=[layer1.0]",
+                       "sources.resnet18.layers=[layer1.0]", *TINY])
+    res = run_experiment(cfg, tmp_path)
+    assert res.scores.source_seed.iloc[0] == 1
+    assert 0.2 < res.scores.score.iloc[0] < 0.999
+
+
+def test_regression_identical_narrow_layer_near_one(compose_cfg, tmp_path):
+    cfg = compose_cfg(["target=resnet18", "sources=[alexnet,resnet18]", "identical_weights=true", "metric=regression",
+                       "target.layers=[avgpool]", "sources.resnet18.layers=[layer4.1,avgpool]",
+                       "sources.alexnet.layers=[classifier.5]", "metric.max_units=64", "metric.cv=5",
+                       "dataset.n_images=40", "batch_size=20", "logger=none", "plots=false", "progress=false"])
+    res = run_experiment(cfg, tmp_path)
+    s = res.scores.set_index(["source", "source_layer"]).score
+    assert s["resnet18", "avgpool"] > 0.9
+    assert res.identifiability.correct.all()
+
+
+def test_unit_ratio_is_honoured(compose_cfg, tmp_path):
+    cfg = compose_cfg(["target=alexnet", "sources=[alexnet]", "unit_ratio=0.01", *TINY])
+    res = run_experiment(cfg, tmp_path)
+    u = res.units
+    np.testing.assert_array_equal(u.n_sampled, np.maximum(1, np.round(0.01 * u.n_units)).astype(int))
+    assert (u.n_kept == u.n_sampled - u.n_constant).all()
+    assert (res.scores.unit_ratio == 0.01).all()
+
+
+def test_sample_units_without_replacement_and_seeded():
+    a = sample_units(10_000, 0.05, seed=3, layer="x")
+    assert a.size == 500 and np.unique(a).size == 500 and (np.diff(a) > 0).all()
+    np.testing.assert_array_equal(a, sample_units(10_000, 0.05, seed=3, layer="x"))
+    assert not np.array_equal(a, sample_units(10_000, 0.05, seed=4, layer="x"))
+    np.testing.assert_array_equal(sample_units(7, 1.0, 0, "x"), np.arange(7))
+
+
+def test_inplace_addition_does_not_corrupt_captured_layer():
+    """ResNet's block adds the identity into bn2's output in place; the recorded bn2 output must not see it."""
+    model = build_model("resnet18", seed=0)
+    probe = load_probe_set({"name": "shapes", "n_images": 6})
+    got = extract(model, probe, Metric.from_config("cka").plan("source"), ["layer1.0.bn2"], batch_size=6, progress=False)
+    m = model.module
+    x = torch.stack([model.transform(probe.image(i)) for i in range(6)])
+    with torch.inference_mode():
+        h = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        b = m.layer1[0]
+        raw = b.bn2(b.conv2(b.relu(b.bn1(b.conv1(h))))).flatten(1).double().numpy()
+    ref = raw - raw.mean(0)
+    np.testing.assert_allclose(got["layer1.0.bn2"].gram, ref @ ref.T, rtol=1e-5)
+    naive = {}  # what a hook keeping the tensor itself would have recorded
+    handle = b.bn2.register_forward_hook(lambda mod, i, o: naive.setdefault("o", o))
+    with torch.inference_mode():
+        m(x)
+    handle.remove()
+    corrupted = naive["o"].flatten(1).double().numpy()
+    assert np.abs(corrupted - raw).max() > 1e-3  # the test can tell a corrupted capture apart
+
+
+def test_python_api_scores_a_pair():
+    probe = load_probe_set({"name": "shapes", "n_images": 8})
+    metric = Metric.from_config("cka_debiased")
+    t = extract(build_model("alexnet", seed=0), probe, metric.plan("target"), batch_size=8, progress=False)
+    s = extract(build_model("alexnet", seed=0), probe, metric.plan("source"), batch_size=8, progress=False)
+    df = score_layers(s, t, metric)
+    assert len(df) == 49
+    same = df[df.source_layer == df.target_layer]
+    np.testing.assert_allclose(same.score, 1.0, atol=1e-9)
+
+
+def test_wandb_offline_run_lands_in_output_folder(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = compose_cfg(["target=alexnet", "sources=[alexnet]", "dataset.n_images=6", "batch_size=6", "logger=wandb",
+                       "plots=true", "progress=false", "target.layers=[features.1,classifier.5]"])
+    run_experiment(cfg, tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    assert (tmp_path / "figures" / "best_scores.png").is_file()
