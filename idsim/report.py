@@ -21,6 +21,6 @@ def print_summary(ident: pd.DataFrame, verdict: str, out_dir: Path | None = None
             table.add_row(str(r["target_layer"]), str(r["best_source"]), str(r["best_source_layer"]), f"{r['best_score']:.3f}",
                           "[green]yes[/]" if r["correct"] else "[red]no[/]", "n/a" if pd.isna(idx) else f"{idx:+.3f}")
         console.print(table)
-    console.print(verdict)
+    console.print(verdict, soft_wrap=True)
     if out_dir is not None:
-        console.print(f"results: {out_dir}")
+        console.print(f"results: {out_dir}", soft_wrap=True)

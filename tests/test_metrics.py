@@ -135,3 +135,31 @@ def test_identifiability_index():
     assert identifiability_index(0.9, [0.3, 0.5]) == pytest.approx((0.9 - 0.4) / (0.9 + 0.4))
     assert np.isnan(identifiability_index(float("nan"), [0.3]))
     assert np.isnan(identifiability_index(0.5, []))
+
+
+def _scores(rows):
+    import pandas as pd
+
+    cols = ["source", "source_layer", "source_layer_index", "target", "target_layer", "target_layer_index", "metric",
+            "score", "same_architecture"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_identifiability_table_and_verdict():
+    from idsim.metrics import identifiability, verdict
+
+    rows = []
+    for t, tl in enumerate(["l0", "l1"]):
+        rows += [("net", f"s{i}", i, "net", tl, t, "cka", 0.5 + 0.4 * (i == t), True) for i in range(2)]
+        rows += [("other", "o0", 0, "net", tl, t, "cka", 0.6 if t == 0 else 0.95, False)]
+    ident = identifiability(_scores(rows))
+    assert list(ident.correct) == [True, False]
+    assert list(ident.best_source) == ["net", "other"]
+    assert ident.identifiability_index[0] == pytest.approx((0.9 - 0.6) / 1.5)
+    assert ident.best_source_layer[0] == "s0"
+    line = verdict(ident, "net")
+    assert "partly identified at 1/2" in line and "other (1)" in line
+    only_same = identifiability(_scores([r for r in rows if r[0] == "net"]))
+    assert "no source of another architecture" in verdict(only_same, "net")
+    no_same = identifiability(_scores([r for r in rows if r[0] == "other"]))
+    assert "not among the sources" in verdict(no_same, "net")

@@ -70,7 +70,12 @@ def verdict(ident: pd.DataFrame, target: str) -> str:
     for metric, g in ident.groupby("metric", sort=False):
         n, k = len(g), int(g["correct"].sum())
         idx = g["identifiability_index"]
-        mean = f"{idx.mean():+.3f}" if idx.notna().any() else "n/a (target architecture not among the sources)"
+        if idx.notna().any():
+            mean = f"{idx.mean():+.3f}"
+        elif g["same_architecture_score"].isna().all():
+            mean = "n/a (target architecture not among the sources)"
+        else:
+            mean = "n/a (no source of another architecture to compare with)"
         wrong = g.loc[~g["correct"], "best_source"].value_counts()
         extra = f"; elsewhere won by {', '.join(f'{s} ({c})' for s, c in wrong.items())}" if len(wrong) else ""
         word = "identified" if k == n else ("partly identified" if k else "not identified")
