@@ -59,6 +59,9 @@ class Metric:
         return m
 
     def validate(self) -> None:
+        for flag in ("debiased", "standardize"):
+            if not isinstance(getattr(self, flag), bool):
+                raise IdsimError(f"metric.{flag}={getattr(self, flag)!r}; valid: true or false")
         if self.kind != "regression":
             return
         cv = self.cv
