@@ -11,11 +11,22 @@ The steps of a run, usable from Python::
     s = idsim.extract(source, probe, metric.plan("source"))
     scores = idsim.score_layers(s, t, metric)      # tidy layer x layer table
 """
-from .datasets import ProbeSet, load_probe_set
-from .errors import IdsimError
-from .features import FeatureSet, LayerData, Plan, extract
-from .models import Model, build_model
-from .scoring import Metric, score_layers
+import importlib
+
+# Public names are imported on first use (PEP 562): importing idsim stays cheap, and
+# `python -m idsim.models` does not find its own module already imported.
+_EXPORTS = {
+    "build_model": "models", "Model": "models", "load_probe_set": "datasets", "ProbeSet": "datasets",
+    "extract": "features", "Plan": "features", "FeatureSet": "features", "LayerData": "features",
+    "Metric": "scoring", "score_layers": "scoring", "IdsimError": "errors",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'idsim' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

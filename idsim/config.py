@@ -71,7 +71,9 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+        # overrides are key=value (or ~key); flags such as `--cfg job` and their values are Hydra's
+        parsed = OverridesParser.create().parse_overrides(
+            [o for o in overrides if not o.startswith("-") and ("=" in o or o.startswith("~"))])
     except Exception:
         return  # Hydra reports syntax errors itself
     groups = {g: None for g in (*MODEL_GROUPS, *FILE_GROUPS)}
@@ -79,6 +81,9 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
         key = o.key_or_group
         if key not in groups or o.is_delete():
             continue
+        if key == "target" and isinstance(o.value(), (list, tuple)):
+            raise IdsimError(f"target takes one model, got a list {o.value()}; to run several targets, sweep them:"
+                             f" python run.py -m target=a,b")
         options = group_options(key, conf_dir)
         if not options:  # configs not found next to the package (not an editable install): let Hydra judge
             continue

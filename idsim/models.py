@@ -55,6 +55,11 @@ def resolve_library(name: str, library: str = "auto") -> str:
         return "torchvision"
     if library in ("auto", "timm") and name in timm_models():
         return "timm"
+    other = {"torchvision": timm_models(), "timm": torchvision_models()}.get(library, ())
+    if name in other:
+        owner = "timm" if library == "torchvision" else "torchvision"
+        raise IdsimError(f"{name!r} is not a {library} classification model but a {owner} one;"
+                         f" use library=auto or library={owner}")
     where = "torchvision or timm" if library == "auto" else library
     raise IdsimError(f"unknown model {name!r}: not a {where} classification model{did_you_mean(name)}")
 
@@ -230,6 +235,9 @@ def build_model(name: str, weights: str = "random", seed: int | None = 0, librar
         except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; hub errors too
             if isinstance(e, RuntimeError) and "Error(s) in loading state_dict" in str(e):
                 raise
+            if "no pretrained weights" in str(e).lower():
+                raise IdsimError(f"{name} ({library}) has no pretrained weights (no ImageNet weights to load); use weights=random or a"
+                                 f" checkpoint path") from e
             raise IdsimError(_offline_hint(name, library)) from e
     else:
         with torch.random.fork_rng(devices=[]):
