@@ -11,17 +11,27 @@ from ..errors import IdsimError
 from .base import ProbeSet
 
 
-def _shapes(params: dict) -> ProbeSet:
-    from .shapes import ShapesProbeSet
-
-    return ShapesProbeSet(n_images=params.pop("n_images", 100), seed=params.pop("seed", 0), size=params.pop("size", 256))
-
-
-#: name -> builder taking the dataset config (minus ``name``) and returning a ProbeSet.
-#: Builders pop the keys they understand; anything left over is reported as unknown.
-BUILDERS: dict[str, Callable[[dict], ProbeSet]] = {
-    "shapes": _shapes,
+#: name -> "module:function" of a builder taking the dataset config (minus ``name``) and
+#: returning a ProbeSet. Builders pop the keys they understand; anything left over is reported as
+#: unknown. Modules are imported only when their set is asked for (some need optional packages).
+BUILDERS: dict[str, str] = {
+    "shapes": "shapes:build",
+    "synthetic_objects": "synthetic_objects:build",
+    "hvm": "synthetic_objects:build_hvm",
+    "texture_noise": "texture_noise:build",
+    "freeman_ziemba": "texture_noise:build_freeman_ziemba",
+    "natural": "natural:build",
+    "folder": "folders:build_folder",
+    "imagenet": "folders:build_imagenet",
+    "allen_scenes": "allen:build",
 }
+
+
+def _builder(name: str) -> Callable[[dict], ProbeSet]:
+    import importlib
+
+    module, func = BUILDERS[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), func)
 
 
 class Capped(ProbeSet):
@@ -65,7 +75,7 @@ def load_probe_set(cfg: Mapping[str, Any]) -> ProbeSet:
     if name not in BUILDERS:
         raise IdsimError(f"unknown dataset {name!r}; valid: {', '.join(sorted(BUILDERS))}")
     n_images = params.get("n_images")
-    probe = BUILDERS[name](params)
+    probe = _builder(name)(params)
     params.pop("n_images", None)
     if params:
         raise IdsimError(f"dataset {name}: unknown option(s) {', '.join(sorted(params))}")

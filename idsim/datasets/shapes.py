@@ -384,3 +384,8 @@ class ShapesProbeSet(ProbeSet):
         out = np.clip(img * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
         rgb = Image.merge("RGB", [Image.fromarray(ch) for ch in out])
         return rgb, mask
+
+
+def build(params: dict) -> ShapesProbeSet:
+    """``dataset=shapes``: the embedded default set."""
+    return ShapesProbeSet(n_images=params.pop("n_images", 100), seed=params.pop("seed", 0), size=params.pop("size", 256))
