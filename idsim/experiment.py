@@ -210,7 +210,7 @@ def run_experiment(cfg: DictConfig | Mapping, out_dir: Path | str | None = None)
             model = _build(s)
             feats = extract(model, probe, spec.metric.plan("source", seed=spec.seed), s.layers, **common)
             del model
-            parts.append(_tidy(score_layers(feats, target, spec.metric, seed=spec.seed), s, spec, probe.name, len(probe)))
+            parts.append(_tidy(score_layers(feats, target, spec.metric, seed=spec.seed, device=spec.device), s, spec, probe.name, len(probe)))
             del feats
             gc.collect()
             pd.concat(parts, ignore_index=True).to_csv(out / "scores.csv", index=False)

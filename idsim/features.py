@@ -22,7 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 from .datasets.base import ProbeSet
 from .errors import IdsimError
 from .models import Model
-from .reduce import DEFAULT_RAM_BUDGET, SparseProjection, UnitStore, centred_gram, jl_dim, layer_rng, sample_units
+from .metrics.rsa import gram_kind, rdm_from_gram
+from .reduce import (DEFAULT_RAM_BUDGET, SparseProjection, UnitStore, centred_gram, jl_dim, layer_rng, pattern_gram,
+                     sample_units)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class Plan:
     project:     keep a sparse random projection to ``n_components`` dims (source side of regression);
                  ``"auto"`` = Johnson-Lindenstrauss bound at eps 0.1 for the number of images. Layers
                  no wider than that are kept exactly.
+    rdm:         compute the condensed RDM of the kept units (RSA): correlation | euclidean | cosine.
     unit_ratio:  fraction of each layer's units kept, sampled without replacement with ``seed``.
     drop_constant: drop units with zero variance over the probe images (and count them).
     """
@@ -44,6 +47,7 @@ class Plan:
     units: bool = False
     max_units: int | None = None
     project: int | str | None = None
+    rdm: str | None = None
     unit_ratio: float = 1.0
     drop_constant: bool = False
     seed: int = 0
@@ -60,6 +64,7 @@ class LayerData:
     gram: np.ndarray | None = None    # (n, n) float64 Gram of centred kept units
     features: np.ndarray | None = None  # (n, q) float32: projected (or exact narrow) features
     units: np.ndarray | None = None   # (n, m) float32: values of kept units (at most max_units)
+    rdm: np.ndarray | None = None     # (n (n-1) / 2,) float64 condensed RDM of the kept units
     unit_index: np.ndarray | None = None  # indices (into the flattened layer) of ``units``
     projected: bool = False
 
@@ -157,7 +162,7 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
 
         def make(layer: str, p: int) -> dict:
             red = {}
-            if plan.gram or plan.units:  # exact values of the sampled units
+            if plan.gram or plan.units or plan.rdm:  # exact values of the sampled units
                 red["units"] = UnitStore(n, sample_units(p, plan.unit_ratio, plan.seed, layer), scratch=tmp,
                                          ram_budget=ram_budget, name=layer)
             if plan.project is not None:  # regression features: projected if wider than the projection
@@ -244,6 +249,11 @@ def _finalize(layer: str, p: int, red: dict, plan: Plan) -> LayerData:
             raise IdsimError(f"layer {layer!r}: all {store.units.size} sampled units are constant over the probe images")
         if plan.gram:
             data.gram = centred_gram(store.data, mean)  # constant units add exactly 0
+        if plan.rdm:
+            kind = gram_kind(plan.rdm)
+            G = data.gram if kind == "column" and data.gram is not None else \
+                pattern_gram(store.data, kind, mean=mean, columns=keep if keep.size < store.units.size else None)
+            data.rdm = rdm_from_gram(G, plan.rdm)
         if plan.units:
             chosen = keep
             if plan.max_units is not None and keep.size > plan.max_units:

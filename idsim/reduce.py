@@ -141,15 +141,46 @@ def centred_gram(data: np.ndarray, mean: np.ndarray | None = None, chunk_bytes: 
     Centring the features before the product (not the Gram after it) keeps the result exact
     for activations with large means. Constant columns centre to exactly 0 and add nothing.
     """
+    return pattern_gram(data, "column", mean=mean, chunk_bytes=chunk_bytes)
+
+
+def pattern_gram(data: np.ndarray, kind: str = "column", mean: np.ndarray | None = None, columns: np.ndarray | None = None,
+                 chunk_bytes: int = 64 * 2**20) -> np.ndarray:
+    """Gram matrix (float64) of the rows of ``data`` (images x units), read in column chunks.
+
+    ``kind``: ``"column"`` centres every unit over images first (CKA; Euclidean RDMs),
+    ``"row"`` centres every image's pattern over units first (correlation RDMs), ``"raw"``
+    centres nothing (cosine RDMs). ``columns`` restricts the units used (e.g. non-constant ones).
+    """
     n, p = data.shape
-    if mean is None:
-        mean = np.asarray(data, dtype=np.float64).mean(0)
-    gram = np.zeros((n, n))
+    cols = np.arange(p) if columns is None else np.asarray(columns)
     step = max(1, chunk_bytes // (8 * max(n, 1)))
-    for c in range(0, p, step):
-        block = np.asarray(data[:, c:c + step], dtype=np.float64)
-        block -= mean[c:c + step]
-        gram += block @ block.T
+    chunks = [cols[c:c + step] for c in range(0, cols.size, step)]
+
+    def block(c: np.ndarray) -> np.ndarray:
+        contiguous = c.size and c[-1] - c[0] == c.size - 1
+        return np.array(data[:, c[0]:c[-1] + 1] if contiguous else data[:, c], dtype=np.float64)
+
+    if kind == "column":
+        if mean is None:
+            mean = np.zeros(p)
+            for c in chunks:
+                mean[c] = block(c).mean(0)
+    elif kind == "row":
+        rows = np.zeros(n)
+        for c in chunks:
+            rows += block(c).sum(1)
+        rows /= max(cols.size, 1)
+    elif kind != "raw":
+        raise ValueError(f"unknown Gram kind {kind!r}")
+    gram = np.zeros((n, n))
+    for c in chunks:
+        b = block(c)
+        if kind == "column":
+            b -= mean[c]
+        elif kind == "row":
+            b -= rows[:, None]
+        gram += b @ b.T
     return gram
 
 

@@ -15,9 +15,10 @@ import pandas as pd
 from .errors import IdsimError
 from .features import FeatureSet, Plan
 from .metrics.cka import cka_matrix
+from .metrics.rsa import rsa_matrix
 from .metrics.regression import DEFAULT_ALPHAS, fit_predict_cv, standardize_columns
 
-KINDS = ("cka", "regression")
+KINDS = ("cka", "rsa", "regression")
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,14 @@ class Metric:
     name: str = "cka"
     kind: str = "cka"
     debiased: bool = False
+    rdm: str = "correlation"
+    compare: str = "pearson"
     cv: Any = 10
     alphas: tuple = DEFAULT_ALPHAS
     srp_dim: Any = "auto"
     standardize: bool = True
     max_units: int | None = 3000
+    precision: str = "float64"
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -39,7 +43,8 @@ class Metric:
 
             path = CONF_DIR / "metric" / f"{cfg}.yaml"
             if not path.is_file():
-                raise IdsimError(f"unknown metric {cfg!r}; valid: cka, cka_debiased, regression, regression_loo")
+                valid = ", ".join(sorted(p.stem for p in (CONF_DIR / "metric").glob("*.yaml")))
+                raise IdsimError(f"unknown metric {cfg!r}; valid: {valid}")
             from omegaconf import OmegaConf
 
             cfg = OmegaConf.to_container(OmegaConf.load(path))
@@ -59,9 +64,18 @@ class Metric:
         return m
 
     def validate(self) -> None:
+        if self.precision not in ("float64", "float32"):
+            raise IdsimError(f"metric.precision={self.precision!r}; valid: float64, float32")
         for flag in ("debiased", "standardize"):
             if not isinstance(getattr(self, flag), bool):
                 raise IdsimError(f"metric.{flag}={getattr(self, flag)!r}; valid: true or false")
+        if self.kind == "rsa":
+            from .metrics.rsa import COMPARES, RDMS
+
+            if self.rdm not in RDMS:
+                raise IdsimError(f"metric.rdm={self.rdm!r}; valid: {', '.join(RDMS)}")
+            if self.compare not in COMPARES:
+                raise IdsimError(f"metric.compare={self.compare!r}; valid: {', '.join(COMPARES)}")
         if self.kind != "regression":
             return
         cv = self.cv
@@ -76,6 +90,9 @@ class Metric:
 
     def plan(self, role: str, unit_ratio: float = 1.0, seed: int = 0) -> Plan:
         """What extraction keeps of each layer of a ``"source"`` or ``"target"`` model."""
+        if self.kind == "rsa":
+            return Plan(gram=False, rdm=self.rdm, unit_ratio=unit_ratio if role == "target" else 1.0,
+                        drop_constant=role == "target", seed=seed)
         if role == "target":
             if self.kind == "cka":
                 return Plan(gram=True, unit_ratio=unit_ratio, drop_constant=True, seed=seed)
@@ -86,7 +103,7 @@ class Metric:
         return Plan(gram=False, project=self.srp_dim, seed=seed)
 
 
-def score_layers(source: FeatureSet, target: FeatureSet, metric: Metric, seed: int = 0) -> pd.DataFrame:
+def score_layers(source: FeatureSet, target: FeatureSet, metric: Metric, seed: int = 0, device=None) -> pd.DataFrame:
     """Score every source layer against every target layer: a tidy DataFrame, one row per pair."""
     if source.n_images != target.n_images:
         raise IdsimError(f"source and target were extracted on different images ({source.n_images} vs {target.n_images})")
@@ -94,8 +111,11 @@ def score_layers(source: FeatureSet, target: FeatureSet, metric: Metric, seed: i
     if metric.kind == "cka":
         S = cka_matrix([source[n].gram for n in s_names], [target[n].gram for n in t_names], debiased=metric.debiased)
         extra = {}
+    elif metric.kind == "rsa":
+        S = rsa_matrix([source[n].rdm for n in s_names], [target[n].rdm for n in t_names], compare=metric.compare)
+        extra = {}
     else:
-        S, alphas = _regression_matrix(source, target, metric, seed)
+        S, alphas = _regression_matrix(source, target, metric, seed, device)
         extra = {"median_alpha": alphas}
     rows = []
     for i, s in enumerate(s_names):
@@ -108,7 +128,8 @@ def score_layers(source: FeatureSet, target: FeatureSet, metric: Metric, seed: i
     return pd.DataFrame(rows)
 
 
-def _regression_matrix(source: FeatureSet, target: FeatureSet, metric: Metric, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _regression_matrix(source: FeatureSet, target: FeatureSet, metric: Metric, seed: int,
+                       device=None) -> tuple[np.ndarray, np.ndarray]:
     """Median held-out r for every layer pair; all target layers' units share each source fit."""
     t_names = target.layer_names
     Ys = [target[t].units for t in t_names]
@@ -123,7 +144,8 @@ def _regression_matrix(source: FeatureSet, target: FeatureSet, metric: Metric, s
         if X is None:
             raise IdsimError("regression needs source features: extract the source with metric.plan('source')")
         X = standardize_columns(X) if metric.standardize else np.asarray(X, dtype=np.float64)
-        res = fit_predict_cv(X, Y, cv=metric.cv, alphas=metric.alphas, seed=seed)
+        res = fit_predict_cv(X, Y, cv=metric.cv, alphas=metric.alphas, seed=seed, device=device,
+                             precision=metric.precision)
         for j in range(len(t_names)):
             r = res.r[bounds[j]:bounds[j + 1]]
             S[i, j] = np.nanmedian(r) if np.isfinite(r).any() else np.nan

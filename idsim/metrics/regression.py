@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..errors import IdsimError
 
@@ -41,78 +42,117 @@ class RegressionResult:
         return float(np.nanmedian(self.r)) if np.isfinite(self.r).any() else float("nan")
 
 
-class _Ridge:
-    """Ridge fits of many targets and alphas on one training set, sharing one decomposition."""
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
-    def __init__(self, X: np.ndarray):
+
+def engine(device=None, precision: str = "float64") -> tuple[torch.device, torch.dtype]:
+    """Where and in which precision the linear algebra runs (``device=None``: CPU)."""
+    if precision not in DTYPES:
+        raise IdsimError(f"precision={precision!r}; valid: {', '.join(DTYPES)}")
+    return torch.device(device if device is not None else "cpu"), DTYPES[precision]
+
+
+class _Ridge:
+    """Ridge fits of many targets and alphas on one training set, sharing one decomposition.
+
+    With the eigendecomposition ``Xc Xc^T = U diag(lam) U^T`` (dual, when units outnumber
+    images) or ``Xc^T Xc = V diag(lam) V^T`` (primal), fits, hat-matrix diagonals, leave-one-out
+    residuals and GCV errors for any alpha are products with diagonal rescalings: no further
+    solve per alpha or per target. The intercept is not penalised (features and targets are
+    centred on the training images; the hat matrix gains ``1/n``).
+    """
+
+    def __init__(self, X: torch.Tensor):
+        # The decomposition is always done in float64 (it is where precision is lost: small
+        # eigenvalues next to alpha); in float32 mode only the per-target products are float32.
+        dtype = X.dtype
+        X = X.to(torch.float64)
         self.n, self.p = X.shape
         self.mean = X.mean(0)
         Xc = X - self.mean
         self.dual = self.p >= self.n
         if self.dual:
-            lam, U = np.linalg.eigh(Xc @ Xc.T)
-            self.Xc = Xc
+            lam, U = torch.linalg.eigh(Xc @ Xc.T)
+            self.Xc = Xc.to(dtype)
+            B = U                      # n x n basis of the fitted space, in image space
         else:
-            lam, U = np.linalg.eigh(Xc.T @ Xc)
-            self.XV = Xc @ U  # n x p: training features in the eigenbasis
-        self.lam = np.clip(lam, 0.0, None)
-        self.U = U
+            lam, U = torch.linalg.eigh(Xc.T @ Xc)
+            B = Xc @ U                 # n x p: training features in the eigenbasis (columns scaled by sqrt(lam))
+        self.lam = lam.clamp_min(0.0).to(dtype)
+        self.U, self.B, self.mean = U.to(dtype), B.to(dtype), self.mean.to(dtype)
+        self.B2 = self.B**2
 
-    def _coords(self, Yc: np.ndarray) -> np.ndarray:
-        return self.U.T @ Yc if self.dual else self.XV.T @ Yc
+    def coords(self, Yc: torch.Tensor) -> torch.Tensor:
+        return self.B.T @ Yc
 
-    def loo_errors(self, Yc: np.ndarray, alphas, criterion: str = "loo") -> np.ndarray:
-        """(n_alphas, m) mean squared leave-one-out (or GCV) error per alpha and target."""
-        Z = self._coords(Yc)
-        out = np.empty((len(alphas), Yc.shape[1]))
+    def _shrink(self, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Per-eigenvector factor of the residual, hat diagonal and trace of the hat matrix at ``alpha``."""
+        if self.dual:
+            shrink = alpha / (self.lam + alpha)       # residual = U (shrink * U^T Yc)
+            h = self.B2 @ (self.lam / (self.lam + alpha))
+            trace = float((self.lam / (self.lam + alpha)).sum())
+        else:
+            shrink = 1.0 / (self.lam + alpha)         # residual = Yc - XV (shrink * XV^T Yc)
+            h = self.B2 @ shrink
+            trace = float((self.lam * shrink).sum())
+        return shrink, h + 1.0 / self.n, trace + 1.0
+
+    def _residuals(self, Yc: torch.Tensor, Z: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
+        fit = self.B @ (shrink[:, None] * Z)
+        return fit if self.dual else Yc - fit
+
+    def loo_errors(self, Yc: torch.Tensor, alphas, criterion: str = "loo", Z: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_alphas, m) mean squared leave-one-out (or GCV) error per alpha and target.
+
+        Leave-one-out residuals are ``r_i / (1 - h_i)``; the row weights ``1 / (1 - h_i)`` and the
+        per-eigenvector factors are folded into the n x n basis first, so each alpha costs one
+        matrix product and one pass over its result.
+        """
+        Z = self.coords(Yc) if Z is None else Z
+        out = torch.empty((len(alphas), Yc.shape[1]), dtype=Yc.dtype, device=Yc.device)
         for a, alpha in enumerate(alphas):
+            shrink, h, trace = self._shrink(float(alpha))
+            if criterion == "gcv":  # ||R||^2 from the eigencoordinates: no n x n x m product in the dual
+                if self.dual:
+                    ss = (shrink[:, None] ** 2 * Z**2).sum(0)
+                else:
+                    ss = (self._residuals(Yc, Z, shrink) ** 2).sum(0)
+                out[a] = ss / self.n / (1.0 - trace / self.n) ** 2
+                continue
+            w = 1.0 / (1.0 - h)
+            Bw = (w[:, None] * self.B) * shrink[None, :]
             if self.dual:
-                shrink = alpha / (self.lam + alpha)
-                R = self.U @ (shrink[:, None] * Z)       # residuals (I - H) Yc
-                h = (self.U**2) @ (self.lam / (self.lam + alpha)) + 1.0 / self.n
-                trace = float(np.sum(self.lam / (self.lam + alpha))) + 1.0
+                Rw = Bw @ Z
             else:
-                inv = 1.0 / (self.lam + alpha)
-                R = Yc - self.XV @ (inv[:, None] * Z)
-                h = (self.XV**2) @ inv + 1.0 / self.n
-                trace = float(np.sum(self.lam * inv)) + 1.0
-            if criterion == "gcv":
-                out[a] = np.mean(R**2, 0) / (1.0 - trace / self.n) ** 2
-            else:
-                out[a] = np.mean((R / (1.0 - h)[:, None]) ** 2, 0)
+                Rw = torch.addmm(w[:, None] * Yc, Bw, Z, alpha=-1.0)
+            out[a] = torch.linalg.vector_norm(Rw, dim=0).square_().div_(self.n)
         return out
 
-    def loo_predictions(self, Y: np.ndarray, alpha_per_unit: np.ndarray, alphas) -> np.ndarray:
-        """Exact leave-one-out predictions of Y with each unit's own alpha."""
-        ybar = Y.mean(0)
-        Yc = Y - ybar
-        Z = self._coords(Yc)
-        pred = np.empty_like(Yc)
+    def loo_predictions(self, Y: torch.Tensor, alpha_per_unit: np.ndarray, alphas, Z: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact leave-one-out predictions of Y with each unit's own alpha (``Z``: ``coords`` of centred Y, if known)."""
+        Yc = Y - Y.mean(0)
+        Z = self.coords(Yc) if Z is None else Z
+        pred = torch.empty_like(Yc)
         for alpha in alphas:
-            cols = np.flatnonzero(alpha_per_unit == alpha)
-            if not cols.size:
+            cols = torch.as_tensor(np.flatnonzero(alpha_per_unit == alpha), device=Y.device)
+            if not cols.numel():
                 continue
-            if self.dual:
-                R = self.U @ ((alpha / (self.lam + alpha))[:, None] * Z[:, cols])
-                h = (self.U**2) @ (self.lam / (self.lam + alpha)) + 1.0 / self.n
-            else:
-                inv = 1.0 / (self.lam + alpha)
-                R = Yc[:, cols] - self.XV @ (inv[:, None] * Z[:, cols])
-                h = (self.XV**2) @ inv + 1.0 / self.n
+            shrink, h, _ = self._shrink(float(alpha))
+            R = self._residuals(Yc[:, cols], Z[:, cols], shrink)
             pred[:, cols] = Y[:, cols] - R / (1.0 - h)[:, None]
         return pred
 
-    def predict(self, X_test: np.ndarray, Y: np.ndarray, alpha_per_unit: np.ndarray, alphas) -> np.ndarray:
+    def predict(self, X_test: torch.Tensor, Y: torch.Tensor, alpha_per_unit: np.ndarray, alphas,
+                Z: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions on new rows from a fit to (training X, Y), each unit with its own alpha."""
         ybar = Y.mean(0)
-        Yc = Y - ybar
-        Z = self._coords(Yc)
+        Z = self.coords(Y - ybar) if Z is None else Z
         Xt = X_test - self.mean
-        proj = Xt @ self.Xc.T @ self.U if self.dual else Xt @ self.U  # test rows in the eigenbasis
-        out = np.empty((X_test.shape[0], Y.shape[1]))
+        proj = (Xt @ self.Xc.T) @ self.U if self.dual else Xt @ self.U  # test rows in the eigenbasis
+        out = torch.empty((X_test.shape[0], Y.shape[1]), dtype=Y.dtype, device=Y.device)
         for alpha in alphas:
-            cols = np.flatnonzero(alpha_per_unit == alpha)
-            if cols.size:
+            cols = torch.as_tensor(np.flatnonzero(alpha_per_unit == alpha), device=Y.device)
+            if cols.numel():
                 out[:, cols] = proj @ (Z[:, cols] / (self.lam + alpha)[:, None])
         return out + ybar
 
@@ -159,10 +199,21 @@ def _splits(cv, n: int, seed: int, labels=None):
     raise IdsimError(f"cv={cv!r}: valid are 'loo', 'gcv', an int k >= 2 (k-fold) or a scikit-learn splitter")
 
 
-def fit_predict_cv(X: np.ndarray, Y: np.ndarray, cv=10, alphas=DEFAULT_ALPHAS, seed: int = 0, labels=None) -> RegressionResult:
-    """Cross-validated ridge from X (n x p) to every column of Y (n x m); see the module docs."""
-    X = np.asarray(X, dtype=np.float64)
-    Y = np.asarray(Y, dtype=np.float64)
+def _tensor(A, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(A, torch.Tensor):
+        return A.detach().to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(A), device=device).to(dtype)
+
+
+def fit_predict_cv(X, Y, cv=10, alphas=DEFAULT_ALPHAS, seed: int = 0, labels=None, device=None,
+                   precision: str = "float64") -> RegressionResult:
+    """Cross-validated ridge from X (n x p) to every column of Y (n x m); see the module docs.
+
+    ``device`` (default CPU) and ``precision`` (``"float64"`` default, or ``"float32"``) say where
+    and how the linear algebra runs; inputs may be NumPy arrays or torch tensors.
+    """
+    dev, dtype = engine(device, precision)
+    X, Y = _tensor(X, dev, dtype), _tensor(Y, dev, dtype)
     alphas = _check_alphas(alphas)
     n = X.shape[0]
     if Y.shape[0] != n:
@@ -170,22 +221,22 @@ def fit_predict_cv(X: np.ndarray, Y: np.ndarray, cv=10, alphas=DEFAULT_ALPHAS, s
     if isinstance(cv, str):
         if cv not in ("loo", "gcv"):
             raise IdsimError(f"cv={cv!r}: valid are 'loo', 'gcv', an int k >= 2 (k-fold) or a scikit-learn splitter")
+        if n < 3:
+            raise IdsimError(f"leave-one-out needs at least 3 images, got {n}")
         ridge = _Ridge(X)
-        Yc = Y - Y.mean(0)
-        best = alphas[np.argmin(ridge.loo_errors(Yc, alphas, criterion=cv), 0)] if alphas.size > 1 \
-            else np.full(Y.shape[1], alphas[0])
-        pred = ridge.loo_predictions(Y, best, alphas)
-        return RegressionResult(r=pearson_columns(pred, Y), alpha=best)
+        Z = ridge.coords(Y - Y.mean(0))
+        best = _choose(ridge, Y, alphas, criterion=cv, Z=Z)
+        pred = ridge.loo_predictions(Y, best, alphas, Z=Z)
+        return RegressionResult(r=pearson_columns(_np(pred), _np(Y)), alpha=best)
     rs, chosen = [], []
     for train, test in _splits(cv, n, seed, labels):
-        ridge = _Ridge(X[train])
-        Ytr = Y[train]
-        if alphas.size > 1:
-            best = alphas[np.argmin(ridge.loo_errors(Ytr - Ytr.mean(0), alphas), 0)]
-        else:
-            best = np.full(Y.shape[1], alphas[0])
-        pred = ridge.predict(X[test], Ytr, best, alphas)
-        rs.append(pearson_columns(pred, Y[test]))
+        tr, te = torch.as_tensor(train, device=dev), torch.as_tensor(test, device=dev)
+        ridge = _Ridge(X[tr])
+        Ytr = Y[tr]
+        Z = ridge.coords(Ytr - Ytr.mean(0))
+        best = _choose(ridge, Ytr, alphas, criterion="loo", Z=Z)
+        pred = ridge.predict(X[te], Ytr, best, alphas, Z=Z)
+        rs.append(pearson_columns(_np(pred), _np(Y[te])))
         chosen.append(best)
     R = np.vstack(rs)
     with np.errstate(all="ignore"):
@@ -194,15 +245,29 @@ def fit_predict_cv(X: np.ndarray, Y: np.ndarray, cv=10, alphas=DEFAULT_ALPHAS, s
     return RegressionResult(r=r, alpha=np.mean(chosen, 0))
 
 
+def _choose(ridge: _Ridge, Y: torch.Tensor, alphas: np.ndarray, criterion: str, Z: torch.Tensor | None = None) -> np.ndarray:
+    """Alpha per target unit: the grid value with the least leave-one-out (or GCV) error; ties go to the smaller."""
+    if alphas.size == 1:
+        return np.full(Y.shape[1], alphas[0])
+    errors = ridge.loo_errors(Y - Y.mean(0), alphas, criterion=criterion, Z=Z)
+    return alphas[_np(torch.argmin(errors, 0))]
+
+
+def _np(T: torch.Tensor) -> np.ndarray:
+    return T.detach().cpu().to(torch.float64).numpy() if T.is_floating_point() else T.detach().cpu().numpy()
+
+
 def neural_regression(X, Y, cv=10, alphas=DEFAULT_ALPHAS, srp_dim=None, seed: int = 0, standardize: bool = True,
-                      labels=None) -> RegressionResult:
+                      labels=None, device=None, precision: str = "float64") -> RegressionResult:
     """Per-unit held-out Pearson r of ridge predictions of Y from X (rows: stimuli, columns: units).
 
     ``srp_dim``: None (no projection), an int, or ``"auto"`` (Johnson-Lindenstrauss bound at eps
     0.1 for the number of stimuli): a seeded sparse random projection of X first; layers no
     wider than that are not projected. ``standardize`` z-scores the columns of X (after any
     projection) before the fit. With ``standardize=False`` and ``srp_dim=None`` the predictions
-    are scikit-learn's ``Ridge(alpha)`` on the same splits.
+    are scikit-learn's ``Ridge(alpha)`` on the same splits. ``labels``: passed to a scikit-learn
+    splitter's ``split`` (e.g. ``StratifiedKFold`` by category). ``device``/``precision``: see
+    :func:`fit_predict_cv`.
     """
     from ..reduce import jl_dim, sparse_projection_matrix
 
@@ -218,4 +283,4 @@ def neural_regression(X, Y, cv=10, alphas=DEFAULT_ALPHAS, srp_dim=None, seed: in
             X = np.asarray(X @ sparse_projection_matrix(X.shape[1], q, seed=seed))
     if standardize:
         X = standardize_columns(X)
-    return fit_predict_cv(X, Y, cv=cv, alphas=alphas, seed=seed, labels=labels)
+    return fit_predict_cv(X, Y, cv=cv, alphas=alphas, seed=seed, labels=labels, device=device, precision=precision)

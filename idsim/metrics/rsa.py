@@ -1,0 +1,130 @@
+"""Representational similarity analysis (RSA).
+
+A representational dissimilarity matrix (RDM) holds, for every pair of stimuli, how different
+their response patterns are. Two representations are compared by correlating the upper
+triangles of their RDMs (Kriegeskorte et al. 2008).
+
+RDMs (``rdm=``):
+
+- ``"correlation"``: 1 - Pearson r between the two stimuli's patterns across units (the
+  default; the mouse paper and Brain-Score use it);
+- ``"euclidean"``: the Euclidean distance between patterns (not squared, not normalised --
+  rsatoolbox's "euclidean" is squared and divided by the number of channels, which changes
+  nothing for Spearman comparisons but does for Pearson);
+- ``"cosine"``: 1 - cosine similarity of the patterns.
+
+Every RDM comes from a Gram matrix of the patterns, so a layer's RDM can be formed from the
+same streaming statistics as CKA, and all layer pairs come out of one matrix product of
+standardised (for Spearman: ranked, then standardised) RDM vectors.
+
+Comparisons (``compare=``): ``"pearson"`` or ``"spearman"`` on the upper triangles.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import IdsimError
+
+RDMS = ("correlation", "euclidean", "cosine")
+COMPARES = ("pearson", "spearman")
+
+
+def check(rdm: str, compare: str) -> None:
+    if rdm not in RDMS:
+        raise IdsimError(f"rdm={rdm!r}; valid: {', '.join(RDMS)}")
+    if compare not in COMPARES:
+        raise IdsimError(f"compare={compare!r}; valid: {', '.join(COMPARES)}")
+
+
+def gram_kind(rdm: str) -> str:
+    """Which Gram matrix of the patterns an RDM needs: row-centred, column-centred, or raw."""
+    return {"correlation": "row", "euclidean": "column", "cosine": "raw"}[rdm]
+
+
+def rdm_from_gram(G: np.ndarray, rdm: str) -> np.ndarray:
+    """Condensed RDM (upper triangle, row-major, as ``scipy.spatial.distance.pdist``) from a Gram matrix.
+
+    ``G`` must be the Gram of row-centred patterns for ``"correlation"``, of any column-shifted
+    patterns for ``"euclidean"`` (distances ignore a common shift), and of raw patterns for
+    ``"cosine"``. Patterns with zero norm give nan (correlation and cosine are undefined there).
+    """
+    G = np.asarray(G, dtype=np.float64)
+    i, j = np.triu_indices(G.shape[0], k=1)
+    d = np.diag(G)
+    if rdm == "euclidean":
+        return np.sqrt(np.clip(d[i] + d[j] - 2.0 * G[i, j], 0.0, None))
+    if rdm not in ("correlation", "cosine"):
+        raise IdsimError(f"rdm={rdm!r}; valid: {', '.join(RDMS)}")
+    norm = np.sqrt(np.clip(d, 0.0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sim = G[i, j] / (norm[i] * norm[j])
+    sim[(norm[i] == 0) | (norm[j] == 0)] = np.nan
+    return 1.0 - np.clip(sim, -1.0, 1.0)
+
+
+def pattern_gram(X, kind: str) -> np.ndarray:
+    """Gram matrix (float64) of the patterns (rows) of X: ``"row"``-centred, ``"column"``-centred or ``"raw"``."""
+    X = _as_2d(X, "X")
+    if kind == "row":
+        X = X - X.mean(1, keepdims=True)
+    elif kind == "column":
+        X = X - X.mean(0)
+    return X @ X.T
+
+
+def rdm(X, rdm: str = "correlation") -> np.ndarray:
+    """Condensed RDM of the stimuli (rows) of X."""
+    check(rdm, "pearson")
+    return rdm_from_gram(pattern_gram(X, gram_kind(rdm)), rdm)
+
+
+def _standardised(v: np.ndarray, compare: str) -> np.ndarray:
+    """Centred, unit-norm RDM vector (ranked first for Spearman); nan if the RDM is constant or undefined."""
+    v = np.asarray(v, dtype=np.float64)
+    if not np.all(np.isfinite(v)):
+        return np.full(v.size, np.nan)
+    if compare == "spearman":
+        from scipy.stats import rankdata
+
+        v = rankdata(v)
+    v = v - v.mean()
+    norm = np.sqrt(v @ v)
+    return v / norm if norm > 1e-12 * max(1.0, float(np.abs(v).max(initial=0.0))) * np.sqrt(v.size) else np.full(v.size, np.nan)
+
+
+def compare_rdms(a: np.ndarray, b: np.ndarray, compare: str = "pearson") -> float:
+    """Pearson or Spearman correlation of two condensed RDMs."""
+    check("correlation", compare)
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim != 1:
+        raise IdsimError(f"condensed RDMs must be 1-D and of one length, got {a.shape} and {b.shape}")
+    return float(_standardised(a, compare) @ _standardised(b, compare))
+
+
+def rsa(X, Y, rdm: str = "correlation", compare: str = "pearson") -> float:
+    """RSA score of two representations of the same stimuli (rows): the correlation of their RDMs."""
+    check(rdm, compare)
+    X, Y = _as_2d(X, "X"), _as_2d(Y, "Y")
+    if X.shape[0] != Y.shape[0]:
+        raise IdsimError(f"X and Y must have the same stimuli (rows): {X.shape[0]} vs {Y.shape[0]}")
+    if X.shape[0] < 3:
+        raise IdsimError(f"RSA needs at least 3 stimuli (2 stimulus pairs), got {X.shape[0]}")
+    kind = gram_kind(rdm)
+    return compare_rdms(rdm_from_gram(pattern_gram(X, kind), rdm), rdm_from_gram(pattern_gram(Y, kind), rdm), compare)
+
+
+def rsa_matrix(source_rdms: list[np.ndarray], target_rdms: list[np.ndarray], compare: str = "pearson") -> np.ndarray:
+    """RSA for every source x target pair of condensed RDMs, as one matrix product."""
+    check("correlation", compare)
+    S = np.stack([_standardised(v, compare) for v in source_rdms])
+    T = np.stack([_standardised(v, compare) for v in target_rdms])
+    return S @ T.T
+
+
+def _as_2d(X, name: str) -> np.ndarray:
+    X = np.asarray(X.detach().cpu().numpy() if hasattr(X, "detach") else X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2:
+        raise IdsimError(f"{name} must be a 2-D array (stimuli x units), got shape {X.shape}")
+    return X
