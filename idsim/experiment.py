@@ -127,6 +127,9 @@ class ExperimentSpec:
     seed: int
     batch_size: int
     device: torch.device
+    exact_budget: int | None = None
+    gram_dim: int | str = "auto"
+    cache_dir: Path | None = None
 
     @classmethod
     def from_config(cls, cfg: DictConfig | Mapping) -> "ExperimentSpec":
@@ -151,8 +154,21 @@ class ExperimentSpec:
         for spec in (target, *sources):
             _check_layers(spec)
         metric = Metric.from_config(c.get("metric") or "cka")
+        exact_mb = c.get("exact_max_mb", 1024)
+        if exact_mb is not None and (isinstance(exact_mb, bool) or not isinstance(exact_mb, (int, float)) or exact_mb <= 0):
+            raise IdsimError(f"exact_max_mb={exact_mb!r}; valid: a positive number of MB (exact values kept per layer"
+                             f" before its Gram comes from a projection) or null (always exact)")
+        gram_dim = c.get("gram_dim", "auto")
+        if not (gram_dim == "auto" or (isinstance(gram_dim, int) and not isinstance(gram_dim, bool) and gram_dim > 0)):
+            raise IdsimError(f"gram_dim={gram_dim!r}; valid: auto (Johnson-Lindenstrauss bound) or a positive integer")
+        cache = c.get("cache") or {}
+        enabled = cache.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise IdsimError(f"cache.enabled={enabled!r}; valid: true or false")
+        cache_dir = Path(str(cache["dir"])).expanduser() if enabled and cache.get("dir") else None
         return cls(target=target, sources=sources, metric=metric, unit_ratio=float(ratio), seed=seed, batch_size=batch,
-                   device=resolve_device(c.get("device", "auto")))
+                   device=resolve_device(c.get("device", "auto")),
+                   exact_budget=None if exact_mb is None else int(exact_mb * 2**20), gram_dim=gram_dim, cache_dir=cache_dir)
 
 
 def hydra_output_dir() -> Path | None:
@@ -193,12 +209,10 @@ def run_experiment(cfg: DictConfig | Mapping, out_dir: Path | str | None = None)
                            name=f"{spec.target.name}-{spec.metric.name}")
     common = dict(batch_size=spec.batch_size, device=spec.device, progress=bool(cfg.get("progress", True)),
                   scratch=cfg.get("scratch_dir"), ram_budget=int(cfg.get("ram_budget_mb", 512)) * 2**20,
-                  num_workers=int(cfg.get("num_workers", 0)))
+                  num_workers=int(cfg.get("num_workers", 0)), exact_budget=spec.exact_budget, gram_dim=spec.gram_dim)
     failed = True
     try:
-        model = _build(spec.target)
-        target = extract(model, probe, spec.metric.plan("target", spec.unit_ratio, spec.seed), spec.target.layers, **common)
-        del model
+        target = _features(spec.target, probe, spec.metric.plan("target", spec.unit_ratio, spec.seed), spec, common)
         units = _units_table(target, spec)
         units.to_csv(out / "target_units.csv", index=False)
         dropped = int(units["n_constant"].sum())
@@ -207,9 +221,7 @@ def run_experiment(cfg: DictConfig | Mapping, out_dir: Path | str | None = None)
                  dropped)
         parts = []
         for s in spec.sources:
-            model = _build(s)
-            feats = extract(model, probe, spec.metric.plan("source", seed=spec.seed), s.layers, **common)
-            del model
+            feats = _features(s, probe, spec.metric.plan("source", seed=spec.seed), spec, common)
             parts.append(_tidy(score_layers(feats, target, spec.metric, seed=spec.seed, device=spec.device), s, spec, probe.name, len(probe)))
             del feats
             gc.collect()
@@ -241,10 +253,33 @@ def run_experiment(cfg: DictConfig | Mapping, out_dir: Path | str | None = None)
         tracker.finish(failed=failed)
 
 
+def _features(ms: ModelSpec, probe, plan, spec: ExperimentSpec, common: dict) -> FeatureSet:
+    """A model's features on the probe set: from the feature cache, or extracted (and then cached)."""
+    def compute() -> FeatureSet:
+        model = _build(ms)
+        try:
+            return extract(model, probe, plan, ms.layers, **common)
+        finally:
+            del model
+
+    if spec.cache_dir is None:
+        return compute()
+    from .cache import FeatureCache, make_key, model_identity
+
+    settings = {"exact_budget": spec.exact_budget, "gram_dim": spec.gram_dim, "device": spec.device.type}
+    key, desc = make_key(model_identity(ms.name, ms.library, ms.weights, ms.seed, ms.layers),
+                         {"name": probe.name, "n_images": len(probe), **probe.identity()}, plan, settings)
+    feats, hit = FeatureCache(spec.cache_dir).get_or_compute(key, desc, compute)
+    if hit:
+        log.info("%s: features from the cache (%s)", ms.label, key[:12])
+    return feats
+
+
 def _units_table(target: FeatureSet, spec: ExperimentSpec) -> pd.DataFrame:
     rows = []
     for i, (name, d) in enumerate(target.layers.items()):
         rows.append({"target_layer": name, "target_layer_index": i, "n_units": d.n_units, "n_sampled": d.n_sampled,
+                     "approximate": d.approximate,
                      "n_constant": d.n_constant, "n_kept": d.n_kept,
                      "n_scored": d.units.shape[1] if d.units is not None else d.n_kept, "unit_ratio": spec.unit_ratio})
     return pd.DataFrame(rows)

@@ -23,8 +23,10 @@ from .datasets.base import ProbeSet
 from .errors import IdsimError
 from .models import Model
 from .metrics.rsa import gram_kind, rdm_from_gram
-from .reduce import (DEFAULT_RAM_BUDGET, SparseProjection, UnitStore, centred_gram, jl_dim, layer_rng, pattern_gram,
-                     sample_units)
+from .reduce import (DEFAULT_RAM_BUDGET, SparseProjection, UnitStats, UnitStore, centred_gram, jl_dim, layer_rng,
+                     pattern_gram, sample_units)
+
+DEFAULT_EXACT_BUDGET = 1024 * 2**20  # bytes of exact values per layer; wider layers are projected for Grams
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ class LayerData:
     units: np.ndarray | None = None   # (n, m) float32: values of kept units (at most max_units)
     rdm: np.ndarray | None = None     # (n (n-1) / 2,) float64 condensed RDM of the kept units
     unit_index: np.ndarray | None = None  # indices (into the flattened layer) of ``units``
-    projected: bool = False
+    projected: bool = False           # regression features are a sparse random projection
+    approximate: bool = False         # gram/rdm come from a sparse random projection (layer beyond the exact budget)
 
     @property
     def n_kept(self) -> int:
@@ -141,8 +144,16 @@ def iter_batches(model: Model, probe: ProbeSet, batch_size: int, device: torch.d
 
 def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str] | None = None, batch_size: int = 32,
             device: str | torch.device = "auto", progress: bool = True, scratch: Path | str | None = None,
-            ram_budget: int = DEFAULT_RAM_BUDGET, num_workers: int = 0) -> FeatureSet:
-    """Run ``model`` over ``probe`` and reduce each layer's output as ``plan`` says."""
+            ram_budget: int = DEFAULT_RAM_BUDGET, num_workers: int = 0, exact_budget: int | None = DEFAULT_EXACT_BUDGET,
+            gram_dim: int | str = "auto") -> FeatureSet:
+    """Run ``model`` over ``probe`` and reduce each layer's output as ``plan`` says.
+
+    Layers whose sampled units would take more than ``exact_budget`` bytes (float32, all images)
+    get their Gram matrix / RDM from a sparse random projection to ``gram_dim`` dimensions
+    (``"auto"``: Johnson-Lindenstrauss bound at eps 0.1) instead of the exact values; below it the
+    exact values are kept (in RAM up to ``ram_budget``, spilled to ``scratch`` above).
+    ``exact_budget=None`` keeps every layer exact.
+    """
     layers = model.resolve_layers(layers)
     n = len(probe)
     if n < 3:
@@ -162,13 +173,33 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
 
         def make(layer: str, p: int) -> dict:
             red = {}
-            if plan.gram or plan.units or plan.rdm:  # exact values of the sampled units
-                red["units"] = UnitStore(n, sample_units(p, plan.unit_ratio, plan.seed, layer), scratch=tmp,
-                                         ram_budget=ram_budget, name=layer)
+            sampled = sample_units(p, plan.unit_ratio, plan.seed, layer)
+            exact = exact_budget is None or n * sampled.size * 4 <= exact_budget
+            if (plan.gram or plan.rdm) and exact:  # exact values of the sampled units
+                red["units"] = UnitStore(n, sampled, scratch=tmp, ram_budget=ram_budget, name=layer)
+            elif plan.gram or plan.rdm:  # too wide for the exact budget: Grams from a sparse random projection
+                q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
+                if plan.gram or gram_kind(plan.rdm) != "row":
+                    red["gram_proj"] = SparseProjection(n, p, q, plan.seed, layer, units=sampled, purpose="gram")
+                if plan.rdm and gram_kind(plan.rdm) == "row":
+                    red["row_proj"] = SparseProjection(n, p, q, plan.seed, layer, units=sampled, row_centre=True,
+                                                       purpose="gram")
+                red["stats"] = UnitStats(sampled)
+            if plan.units:  # target units for regression: a seeded candidate set in random order
+                order = layer_rng(plan.seed, layer, "regression-units").permutation(sampled)
+                if plan.max_units is not None:
+                    order = order[:min(order.size, 4 * plan.max_units)]  # enough to replace constant units
+                red["order"] = order
+                if "units" not in red or order.size < sampled.size:
+                    red["target_units"] = UnitStore(n, np.sort(order), scratch=tmp, ram_budget=ram_budget,
+                                                    name=layer + ".target")
+                    if "units" not in red and "stats" not in red:
+                        red["stats"] = UnitStats(sampled)
             if plan.project is not None:  # regression features: projected if wider than the projection
                 q = jl_dim(n) if plan.project == "auto" else int(plan.project)
                 red["features"] = SparseProjection(n, p, q, plan.seed, layer) if p > q else \
                     UnitStore(n, np.arange(p), scratch=tmp, ram_budget=ram_budget, name=layer + ".features")
+            red["sampled"] = sampled
             return red
 
         def hook_for(layer: str):
@@ -182,7 +213,8 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
                 elif acts.shape[1] != sizes[layer]:
                     raise IdsimError(f"{model.name} layer {layer!r} changed size between calls ({sizes[layer]} vs {acts.shape[1]})")
                 for r in reducers[layer].values():
-                    r.update(acts, state["rows"])
+                    if hasattr(r, "update"):
+                        r.update(acts, state["rows"])
                 state["fired"].add(layer)
                 if state["stop_after_all"] and len(state["fired"]) == len(layers):
                     raise _StopForward
@@ -232,35 +264,50 @@ def _check_calls(model: Model, layers: list[str], calls: dict[str, int]) -> None
 
 
 def _finalize(layer: str, p: int, red: dict, plan: Plan) -> LayerData:
-    data = LayerData(name=layer, n_units=p, n_sampled=p)
+    data = LayerData(name=layer, n_units=p, n_sampled=int(red["sampled"].size))
     try:
         feats = red.get("features")
         if feats is not None:
             data.features = np.array(feats.data)
             data.projected = isinstance(feats, SparseProjection)
         store: UnitStore | None = red.get("units")
-        if store is None:
+        stats = store if store is not None else red.get("stats")
+        if stats is None:
             return data
-        data.n_sampled = store.units.size
-        mean = store.mean()
-        keep = np.flatnonzero(~store.constant()) if plan.drop_constant else np.arange(store.units.size)
-        data.n_constant = store.units.size - keep.size
+        constant = stats.constant()
+        keep = np.flatnonzero(~constant) if plan.drop_constant else np.arange(constant.size)
+        data.n_constant = int(constant.size - keep.size)
         if keep.size == 0:
-            raise IdsimError(f"layer {layer!r}: all {store.units.size} sampled units are constant over the probe images")
-        if plan.gram:
-            data.gram = centred_gram(store.data, mean)  # constant units add exactly 0
-        if plan.rdm:
-            kind = gram_kind(plan.rdm)
-            G = data.gram if kind == "column" and data.gram is not None else \
-                pattern_gram(store.data, kind, mean=mean, columns=keep if keep.size < store.units.size else None)
-            data.rdm = rdm_from_gram(G, plan.rdm)
+            raise IdsimError(f"layer {layer!r}: all {constant.size} sampled units are constant over the probe images")
+        if store is not None:
+            mean = store.mean()
+            if plan.gram:
+                data.gram = centred_gram(store.data, mean)  # constant units add exactly 0
+            if plan.rdm:
+                kind = gram_kind(plan.rdm)
+                G = data.gram if kind == "column" and data.gram is not None else \
+                    pattern_gram(store.data, kind, mean=mean, columns=keep if keep.size < constant.size else None)
+                data.rdm = rdm_from_gram(G, plan.rdm)
+        elif plan.gram or plan.rdm:
+            data.approximate = True
+            proj = red.get("gram_proj")
+            if plan.gram:
+                data.gram = centred_gram(proj.data)  # centring commutes with the (linear) projection
+            if plan.rdm:
+                kind = gram_kind(plan.rdm)
+                G = data.gram if kind == "column" and data.gram is not None else \
+                    pattern_gram(red["row_proj"].data if kind == "row" else proj.data, "raw" if kind != "column" else kind)
+                data.rdm = rdm_from_gram(G, plan.rdm)
         if plan.units:
-            chosen = keep
-            if plan.max_units is not None and keep.size > plan.max_units:
-                rng = layer_rng(plan.seed, layer, "regression-units")
-                chosen = np.sort(rng.choice(keep, plan.max_units, replace=False))
-            data.units = np.asarray(store.data[:, chosen], dtype=np.float32)
-            data.unit_index = store.units[chosen]
+            src: UnitStore = red.get("target_units") or store
+            order = red["order"]
+            ok = ~constant[np.searchsorted(red["sampled"], order)] if plan.drop_constant else np.ones(order.size, bool)
+            chosen = order[ok]
+            if plan.max_units is not None:
+                chosen = chosen[:plan.max_units]
+            chosen = np.sort(chosen)
+            data.units = np.asarray(src.data[:, np.searchsorted(src.units, chosen)], dtype=np.float32)
+            data.unit_index = chosen
         return data
     finally:
         for r in red.values():

@@ -184,23 +184,73 @@ def pattern_gram(data: np.ndarray, kind: str = "column", mean: np.ndarray | None
     return gram
 
 
-class SparseProjection:
-    """Seeded sparse random projection of every batch to ``n_components`` dimensions."""
+class UnitStats:
+    """Streaming per-unit minimum and maximum of selected units (which are constant), without keeping values."""
 
-    def __init__(self, n_images: int, n_features: int, n_components: int, seed: int, layer: str):
-        self.matrix = sparse_projection_matrix(n_features, n_components, seed=layer_rng(seed, layer, "srp").integers(2**31))
-        self._t = self.matrix.T.tocsr()  # components x features, for a row-major product
-        self.data = np.empty((n_images, n_components), dtype=np.float32)
-        self._torch: torch.Tensor | None = None
+    def __init__(self, units: np.ndarray):
+        self.units = np.asarray(units)
+        self._index: torch.Tensor | None = None
+        self._min: torch.Tensor | None = None
+        self._max: torch.Tensor | None = None
 
     def update(self, acts: torch.Tensor, rows: slice) -> None:
+        if self._index is None or self._index.device != acts.device:
+            self._index = torch.as_tensor(self.units, device=acts.device)
+        acts = acts.index_select(1, self._index)
+        lo, hi = acts.amin(0), acts.amax(0)
+        if self._min is None:
+            self._min, self._max = lo, hi
+        else:
+            torch.minimum(self._min, lo, out=self._min)
+            torch.maximum(self._max, hi, out=self._max)
+
+    def constant(self) -> np.ndarray:
+        return (self._min == self._max).cpu().numpy()
+
+
+class SparseProjection:
+    """Seeded sparse random projection of every batch to ``n_components`` dimensions.
+
+    ``units``: project only these units (sorted indices; default all ``n_features``).
+    ``row_centre``: subtract each image's mean over the (selected) units before projecting, so
+    that Gram matrices of the projection approximate those of row-centred patterns (correlation
+    RDMs). Inner products are preserved in expectation (``E[S S^T] = I``), with relative errors
+    of order ``1/sqrt(n_components)`` (Johnson-Lindenstrauss).
+    """
+
+    def __init__(self, n_images: int, n_features: int, n_components: int, seed: int, layer: str,
+                 units: np.ndarray | None = None, row_centre: bool = False, purpose: str = "srp"):
+        self.units = None if units is None or units.size == n_features else np.asarray(units)
+        width = n_features if self.units is None else self.units.size
+        matrix = sparse_projection_matrix(width, n_components, seed=layer_rng(seed, layer, purpose).integers(2**31))
+        self._t = matrix.T.tocsr()  # components x features, for a row-major product
+        self._t.indices = self._t.indices.astype(np.int32, copy=False)
+        self.n_components = n_components
+        self.row_centre = row_centre
+        self.data = np.empty((n_images, n_components), dtype=np.float32)
+        self._torch: torch.Tensor | None = None
+        self._index: torch.Tensor | None = None
+
+    @property
+    def nbytes(self) -> int:
+        t = self._t
+        return self.data.nbytes + t.data.nbytes + t.indices.nbytes + t.indptr.nbytes
+
+    def update(self, acts: torch.Tensor, rows: slice) -> None:
+        if self.units is not None:
+            if self._index is None or self._index.device != acts.device:
+                self._index = torch.as_tensor(self.units, device=acts.device)
+            acts = acts.index_select(1, self._index)
+        acts = acts.to(torch.float32)
+        if self.row_centre:
+            acts = acts - acts.mean(1, keepdim=True)
         if acts.device.type == "cuda":
             if self._torch is None:
                 t = self._t
                 self._torch = torch.sparse_csr_tensor(
                     torch.from_numpy(t.indptr.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64)),
                     torch.from_numpy(t.data), size=t.shape, device=acts.device)
-            self.data[rows] = (self._torch @ acts.float().T).T.cpu().numpy()
+            self.data[rows] = (self._torch @ acts.T).T.cpu().numpy()
         else:
-            x = acts.to(torch.float32).numpy()
+            x = acts.numpy()
             self.data[rows] = (self._t @ x.T).T

@@ -91,8 +91,8 @@ class Metric:
     def plan(self, role: str, unit_ratio: float = 1.0, seed: int = 0) -> Plan:
         """What extraction keeps of each layer of a ``"source"`` or ``"target"`` model."""
         if self.kind == "rsa":
-            return Plan(gram=False, rdm=self.rdm, unit_ratio=unit_ratio if role == "target" else 1.0,
-                        drop_constant=role == "target", seed=seed)
+            # every sampled unit counts in an RDM (as np.corrcoef on the raw responses), constant or not
+            return Plan(gram=False, rdm=self.rdm, unit_ratio=unit_ratio if role == "target" else 1.0, seed=seed)
         if role == "target":
             if self.kind == "cka":
                 return Plan(gram=True, unit_ratio=unit_ratio, drop_constant=True, seed=seed)

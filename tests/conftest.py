@@ -1,9 +1,12 @@
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+# the feature cache of test runs lives in a temporary folder, never in the user's ~/.cache
+os.environ.setdefault("IDSIM_CACHE_DIR", tempfile.mkdtemp(prefix="idsim-test-cache-"))
 
 
 @pytest.fixture(scope="session")

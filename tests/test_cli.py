@@ -217,7 +217,7 @@ def test_every_config_file_composes(cli, group, path):
 @pytest.mark.parametrize("args, expected", [
     (["target=vgg111"], ["'vgg111'", "did you mean", "vgg11", "python -m idsim.models list"]),
     (["sources=[alexnet,resnet1800]"], ["'resnet1800'", "resnet18"]),
-    (["dataset=nope"], ["'nope'", "valid: shapes"]),
+    (["dataset=nope"], ["'nope'", "valid: ", "shapes"]),
     (["metric=ckaa"], ["'ckaa'", "cka", "cka_debiased", "regression", "regression_loo"]),
     (["target="], ["target", "''"]),
     (["metric=null"], ["metric", "valid: cka"]),

@@ -118,3 +118,27 @@ def test_wandb_offline_run_lands_in_output_folder(compose_cfg, tmp_path, monkeyp
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert (tmp_path / "figures" / "best_scores.png").is_file()
+
+
+@pytest.mark.parametrize("rdm,compare", [("correlation", "pearson"), ("euclidean", "spearman")])
+def test_rsa_through_the_pipeline_equals_rsa_on_raw_features(rdm, compare):
+    """The pipeline's streamed RDMs (with target unit sampling) give the scores rsa() gives on the raw activations."""
+    from idsim.features import Plan
+    from idsim.metrics import rsa
+
+    probe = load_probe_set({"name": "shapes", "n_images": 10})
+    metric = Metric.from_config({"name": "rsa", "kind": "rsa", "rdm": rdm, "compare": compare})
+    layers = ["features.4", "classifier.2"]
+    t_model, s_model = build_model("alexnet", seed=0), build_model("alexnet", seed=1)
+    t = extract(t_model, probe, metric.plan("target", unit_ratio=0.5, seed=3), layers=layers, batch_size=5, progress=False)
+    s = extract(s_model, probe, metric.plan("source"), layers=layers, batch_size=5, progress=False)
+    df = score_layers(s, t, metric)
+    raw_t = extract(t_model, probe, Plan(gram=False, units=True), layers=layers, batch_size=10, progress=False)
+    raw_s = extract(s_model, probe, Plan(gram=False, units=True), layers=layers, batch_size=10, progress=False)
+    for _, row in df.iterrows():
+        kept = sample_units(raw_t[row.target_layer].n_units, 0.5, 3, row.target_layer)
+        T = raw_t[row.target_layer].units[:, kept]
+        expected = rsa(raw_s[row.source_layer].units, T, rdm=rdm, compare=compare)
+        assert row.score == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(Exception, match="metric.rdm='nope'"):
+        Metric.from_config({"name": "rsa", "kind": "rsa", "rdm": "nope"})

@@ -11,7 +11,7 @@ from idsim.experiment import ExperimentSpec
 @pytest.mark.parametrize("override, expect", [
     (["target=vgg111"], "did you mean vgg11"),
     (["sources=[alexnet,resnet1800]"], "resnet1800"),
-    (["dataset=nope"], "valid: shapes"),
+    (["dataset=nope"], "valid: .*shapes"),
     (["metric=ckaa"], "did you mean cka"),
     (["-m", "target=vgg11,bogus"], "bogus"),
 ])

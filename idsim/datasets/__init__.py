@@ -17,9 +17,9 @@ from .base import ProbeSet
 BUILDERS: dict[str, str] = {
     "shapes": "shapes:build",
     "synthetic_objects": "synthetic_objects:build",
-    "hvm": "synthetic_objects:build_hvm",
+    "hvm": "folders:build_hvm",
     "texture_noise": "texture_noise:build",
-    "freeman_ziemba": "texture_noise:build_freeman_ziemba",
+    "freeman_ziemba": "folders:build_freeman_ziemba",
     "natural": "natural:build",
     "folder": "folders:build_folder",
     "imagenet": "folders:build_imagenet",

@@ -1,0 +1,199 @@
+"""A feature cache on disk, shared by runs, sweeps and parallel jobs.
+
+An entry holds what extraction kept of every layer of one model on one probe set (Gram matrices,
+RDMs, projected features, sampled units: a :class:`~idsim.features.FeatureSet`). Its key is a
+hash of everything that changes those numbers:
+
+- the model: library, name, weights (``random`` + seed; ``imagenet``; or a checkpoint's content
+  hash), the layers (``default`` resolves through idsim's layer tables, versioned below);
+- the preprocessing, which is the library's own for that model and weights (pinned by the
+  library versions);
+- the probe set's identity (generator parameters or a digest of its files) and image count;
+- the extraction plan (which reductions, unit ratio and its seed, projection sizes and seed,
+  the exact-value budget that decides exact versus projected Grams);
+- the device type (CPU and CUDA kernels differ in the last bits), and the versions of torch,
+  torchvision, timm, numpy and of idsim's own reductions (:data:`FORMAT`).
+
+Entries are directories ``<cache dir>/features/<key[:2]>/<key>/`` holding ``arrays.npz`` and
+``meta.json`` (the key's fields and the SHA-256 of the arrays). They are written under a
+temporary name in the same folder and renamed into place, which is atomic: a reader sees a whole
+entry or none, a crash leaves only a temporary folder (swept later), and when two jobs fill the
+same entry at once the first rename wins and the second discards its copy. An entry whose
+checksum does not match is treated as missing, removed, and recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .features import FeatureSet, LayerData, Plan
+
+log = logging.getLogger(__name__)
+
+#: bump when what extraction computes for a given key changes (reductions, default layers...)
+FORMAT = 2
+_STALE_TMP_S = 24 * 3600  # temporary folders older than this belong to dead writers
+
+
+def versions() -> dict[str, str]:
+    import timm
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    return {"idsim": __version__, "format": str(FORMAT), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": np.__version__}
+
+
+def file_digest(path: Path | str, _memo: dict = {}) -> str:  # noqa: B006 - per-process memo of (path, size, mtime)
+    """SHA-256 of a file's content (remembered per path, size and mtime within a process)."""
+    st = os.stat(path)
+    memo_key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if memo_key not in _memo:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _memo[memo_key] = h.hexdigest()
+    return _memo[memo_key]
+
+
+def model_identity(name: str, library: str, weights: str, seed: int | None, layers) -> dict[str, Any]:
+    """What determines a model's activations, known before the model is built."""
+    ident: dict[str, Any] = {"name": name, "library": library, "weights": weights,
+                             "layers": "default" if layers is None else [str(x) for x in layers]}
+    if weights == "random":
+        ident["seed"] = seed
+    elif weights != "imagenet":
+        ident["weights"] = "checkpoint"
+        ident["checkpoint_sha256"] = file_digest(Path(weights).expanduser())
+    return ident
+
+
+def make_key(model: dict, probe: dict, plan: Plan, settings: dict) -> tuple[str, dict]:
+    """The entry key (hex SHA-256) and the description it hashes."""
+    desc = {"model": model, "probe": probe, "plan": {f.name: getattr(plan, f.name) for f in fields(plan)},
+            "settings": settings, "versions": versions()}
+    blob = json.dumps(desc, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest(), desc
+
+
+_ARRAYS = ("gram", "features", "units", "unit_index", "rdm")
+
+
+class FeatureCache:
+    """Feature cache rooted at ``<root>/features``."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).expanduser() / "features"
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def get(self, key: str) -> FeatureSet | None:
+        """The cached feature set, or None if absent or damaged (a damaged entry is removed)."""
+        path = self.path(key)
+        meta_path = path / "meta.json"
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            arrays_path = path / "arrays.npz"
+            if file_digest(arrays_path) != meta["sha256"]:
+                raise ValueError("checksum mismatch")
+            with np.load(arrays_path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            fs = FeatureSet(model=meta["model_name"], n_images=int(meta["n_images"]))
+            for i, layer in enumerate(meta["layers"]):
+                d = LayerData(**layer["fields"])
+                for a in _ARRAYS:
+                    if f"{i}.{a}" in arrays:
+                        setattr(d, a, arrays[f"{i}.{a}"])
+                fs.layers[d.name] = d
+            return fs
+        except Exception as e:  # anything unreadable is a miss; remove it so it is recomputed
+            log.warning("feature cache entry %s is damaged (%s): recomputing", path, e)
+            self._discard(path)
+            return None
+
+    def put(self, key: str, features: FeatureSet, desc: dict) -> Path:
+        """Write an entry atomically; if another writer got there first, keep theirs."""
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._sweep(final.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=final.parent))
+        try:
+            arrays, layers = {}, []
+            for i, d in enumerate(features.layers.values()):
+                scalars = {f.name: getattr(d, f.name) for f in fields(d) if f.name not in _ARRAYS}
+                layers.append({"fields": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in scalars.items()}})
+                for a in _ARRAYS:
+                    v = getattr(d, a)
+                    if v is not None:
+                        arrays[f"{i}.{a}"] = np.ascontiguousarray(v)
+            with open(tmp / "arrays.npz", "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            meta = {"key": key, "model_name": features.model, "n_images": features.n_images, "layers": layers,
+                    "sha256": file_digest(tmp / "arrays.npz"), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "description": desc}
+            with open(tmp / "meta.json", "w") as f:
+                json.dump(meta, f, indent=1, default=str)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.rename(tmp, final)  # atomic; fails if a complete entry is already there
+            except OSError:
+                if self.get(key) is None:  # the one there is damaged: replace it
+                    self._discard(final)
+                    os.rename(tmp, final)
+                else:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            return final
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def get_or_compute(self, key: str, desc: dict, compute: Callable[[], FeatureSet]) -> tuple[FeatureSet, bool]:
+        """(features, hit): the cached entry, or ``compute()`` stored under ``key``."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit, True
+        features = compute()
+        try:
+            self.put(key, features, desc)
+        except OSError as e:  # a full or read-only disk must not lose the computed features
+            log.warning("could not write the feature cache under %s (%s); continuing without it", self.root, e)
+        return features, False
+
+    def _discard(self, path: Path) -> None:
+        trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(path, trash)  # out of the way atomically, then deleted
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    @staticmethod
+    def _sweep(folder: Path) -> None:
+        """Remove temporary folders left by writers that died long ago."""
+        now = time.time()
+        for p in folder.glob(".tmp-*"):
+            try:
+                if now - p.stat().st_mtime > _STALE_TMP_S:
+                    shutil.rmtree(p, ignore_errors=True)
+            except OSError:
+                pass

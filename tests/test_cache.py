@@ -1,0 +1,193 @@
+"""The feature cache: keys, atomic writes, damaged entries, concurrent writers, reuse across runs."""
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY
+from idsim import cache as cache_mod
+from idsim.cache import FeatureCache, make_key, model_identity
+from idsim.features import FeatureSet, LayerData, Plan
+
+
+def _features(seed=0) -> FeatureSet:
+    rng = np.random.default_rng(seed)
+    fs = FeatureSet(model="net", n_images=6)
+    fs.layers["a"] = LayerData(name="a", n_units=10, n_sampled=8, n_constant=1, gram=rng.standard_normal((6, 6)))
+    fs.layers["b"] = LayerData(name="b", n_units=50, n_sampled=50, features=rng.standard_normal((6, 4)).astype(np.float32),
+                               units=rng.standard_normal((6, 3)).astype(np.float32), unit_index=np.array([1, 5, 9]),
+                               projected=True)
+    return fs
+
+
+def _same(a: FeatureSet, b: FeatureSet) -> bool:
+    if a.layer_names != b.layer_names or a.n_images != b.n_images:
+        return False
+    for name in a.layer_names:
+        x, y = a[name], b[name]
+        for f in ("n_units", "n_sampled", "n_constant", "projected", "approximate"):
+            if getattr(x, f) != getattr(y, f):
+                return False
+        for f in ("gram", "features", "units", "unit_index", "rdm"):
+            u, v = getattr(x, f), getattr(y, f)
+            if (u is None) != (v is None) or (u is not None and not np.array_equal(u, v)):
+                return False
+    return True
+
+
+BASE = dict(model=model_identity("alexnet", "torchvision", "random", 0, None),
+            probe={"name": "shapes", "seed": 0, "size": 256, "n_images": 12},
+            plan=Plan(gram=True, unit_ratio=1.0, seed=0), settings={"exact_budget": 2**30, "gram_dim": "auto", "device": "cpu"})
+
+
+def _key(**change):
+    parts = {**BASE, **change}
+    return make_key(parts["model"], parts["probe"], parts["plan"], parts["settings"])[0]
+
+
+def test_every_part_of_the_key_matters(tmp_path, monkeypatch):
+    base = _key()
+    assert _key() == base  # stable
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"first weights")
+    variants = [
+        dict(model=model_identity("vgg11", "torchvision", "random", 0, None)),
+        dict(model=model_identity("alexnet", "timm", "random", 0, None)),
+        dict(model=model_identity("alexnet", "torchvision", "random", 1, None)),
+        dict(model=model_identity("alexnet", "torchvision", "imagenet", 0, None)),
+        dict(model=model_identity("alexnet", "torchvision", str(ckpt), None, None)),
+        dict(model=model_identity("alexnet", "torchvision", "random", 0, ["features.1"])),
+        dict(probe={**BASE["probe"], "seed": 1}),
+        dict(probe={**BASE["probe"], "n_images": 13}),
+        dict(probe={**BASE["probe"], "name": "natural"}),
+        dict(plan=Plan(gram=True, unit_ratio=0.5, seed=0)),
+        dict(plan=Plan(gram=True, unit_ratio=1.0, seed=1)),
+        dict(plan=Plan(gram=False, project="auto", seed=0)),
+        dict(plan=Plan(gram=False, rdm="correlation", seed=0)),
+        dict(settings={**BASE["settings"], "exact_budget": 2**20}),
+        dict(settings={**BASE["settings"], "gram_dim": 512}),
+        dict(settings={**BASE["settings"], "device": "cuda"}),
+    ]
+    keys = [_key(**v) for v in variants]
+    assert base not in keys and len(set(keys)) == len(keys)
+    # a checkpoint's key follows its content, not its path
+    before = _key(model=model_identity("alexnet", "torchvision", str(ckpt), None, None))
+    ckpt.write_bytes(b"other weights, same path")
+    os.utime(ckpt, ns=(1, 1))
+    assert _key(model=model_identity("alexnet", "torchvision", str(ckpt), None, None)) != before
+    # library versions and idsim's reduction format are part of the key
+    monkeypatch.setattr(cache_mod, "FORMAT", cache_mod.FORMAT + 1)
+    assert _key() != base
+
+
+def test_round_trip_and_damaged_entries_are_recomputed(tmp_path):
+    c = FeatureCache(tmp_path)
+    fs = _features()
+    assert c.get("ab" * 32) is None
+    path = c.put("ab" * 32, fs, {"what": "test"})
+    assert _same(c.get("ab" * 32), fs)
+    # truncate the arrays: the checksum catches it, the entry is removed, and a new put works
+    arrays = path / "arrays.npz"
+    arrays.write_bytes(arrays.read_bytes()[:100])
+    assert c.get("ab" * 32) is None and not path.exists()
+    c.put("ab" * 32, fs, {})
+    # a damaged meta.json is a miss too
+    (path / "meta.json").write_text("{not json")
+    assert c.get("ab" * 32) is None
+    computed = []
+    got, hit = c.get_or_compute("ab" * 32, {}, lambda: computed.append(1) or fs)
+    assert not hit and computed == [1] and _same(got, fs)
+    got, hit = c.get_or_compute("ab" * 32, {}, lambda: computed.append(1) or fs)
+    assert hit and computed == [1]
+
+
+def test_interrupted_write_leaves_no_valid_entry(tmp_path, monkeypatch):
+    c = FeatureCache(tmp_path)
+    key = "cd" * 32
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # e.g. the job is killed while writing
+
+    monkeypatch.setattr(cache_mod.json, "dump", dies)  # after arrays.npz is written, before meta.json
+    with pytest.raises(KeyboardInterrupt):
+        c.put(key, _features(), {})
+    monkeypatch.undo()
+    assert c.get(key) is None
+    assert not list(c.path(key).parent.glob(".tmp-*"))  # cleaned up
+    # a writer killed outright (no cleanup) leaves only a temporary folder, never read as an entry
+    stale = c.path(key).parent / f".tmp-{key[:12]}-dead"
+    stale.mkdir()
+    (stale / "arrays.npz").write_bytes(b"partial")
+    assert c.get(key) is None
+    os.utime(stale, (0, 0))  # older than a day: swept by the next writer
+    c.put(key, _features(), {})
+    assert not stale.exists() and _same(c.get(key), _features())
+
+
+def _writer(root: str, key: str, barrier) -> None:
+    fs = _features()
+    barrier.wait()
+    FeatureCache(root).put(key, fs, {})
+
+
+def test_two_processes_filling_one_entry(tmp_path):
+    ctx = mp.get_context("spawn")
+    key = "ef" * 32
+    for _ in range(3):
+        barrier = ctx.Barrier(2)
+        procs = [ctx.Process(target=_writer, args=(str(tmp_path), key, barrier)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert all(p.exitcode == 0 for p in procs)
+        c = FeatureCache(tmp_path)
+        assert _same(c.get(key), _features())
+        entries = [p for p in c.path(key).parent.iterdir()]
+        assert entries == [c.path(key)]  # one entry, no leftovers
+        c._discard(c.path(key))
+
+
+def test_runs_reuse_features_and_unit_ratio_sweeps_reuse_sources(compose_cfg, tmp_path, monkeypatch):
+    import idsim.experiment as exp
+
+    calls = []
+    real = exp.extract
+    monkeypatch.setattr(exp, "extract", lambda model, *a, **k: calls.append(model.name) or real(model, *a, **k))
+    cache = [f"cache.dir={tmp_path / 'cache'}"]
+    base = ["target=alexnet", "sources=[alexnet,resnet18]", "target.layers=[features.4,classifier.2]",
+            "sources.resnet18.layers=[layer1,layer4]", *TINY, *cache]
+    cold = exp.run_experiment(compose_cfg(base), tmp_path / "cold")
+    assert sorted(calls) == ["alexnet", "alexnet", "resnet18"]
+    calls.clear()
+    warm = exp.run_experiment(compose_cfg(base), tmp_path / "warm")
+    assert calls == []
+    np.testing.assert_array_equal(cold.scores.score, warm.scores.score)
+    exp.run_experiment(compose_cfg([*base, "metric=cka_debiased"]), tmp_path / "debiased")
+    assert calls == []  # same reductions: nothing extracted
+    exp.run_experiment(compose_cfg([*base, "unit_ratio=0.5"]), tmp_path / "half")
+    assert calls == ["alexnet"]  # only the target: the sources' reductions do not depend on unit_ratio
+    calls.clear()
+    exp.run_experiment(compose_cfg([*base, "cache.enabled=false"]), tmp_path / "off")
+    assert sorted(calls) == ["alexnet", "alexnet", "resnet18"]
+
+
+def test_projected_grams_stay_close_to_exact_on_a_real_network():
+    """Layers beyond the exact budget get CKA from a sparse random projection; the error is small."""
+    from idsim import build_model, extract, load_probe_set
+    from idsim.metrics import cka_matrix
+
+    probe = load_probe_set({"name": "shapes", "n_images": 24})
+    layers = ["features.1", "features.7", "classifier.2"]
+    t, s = build_model("alexnet", seed=0), build_model("alexnet", seed=1)
+    kw = dict(layers=layers, batch_size=12, progress=False)
+    exact = [extract(m, probe, Plan(gram=True), exact_budget=None, **kw) for m in (t, s)]
+    approx = [extract(m, probe, Plan(gram=True), exact_budget=1, **kw) for m in (t, s)]
+    assert all(d.approximate for d in approx[0].layers.values())
+    assert not any(d.approximate for d in exact[0].layers.values())
+    for debiased, bound in ((False, 0.02), (True, 0.05)):
+        E = cka_matrix([exact[1][n].gram for n in layers], [exact[0][n].gram for n in layers], debiased=debiased)
+        A = cka_matrix([approx[1][n].gram for n in layers], [approx[0][n].gram for n in layers], debiased=debiased)
+        assert np.max(np.abs(A - E)) < bound, (debiased, np.abs(A - E))
