@@ -1,0 +1,614 @@
+"""Probe sets read from local image files: any folder, ImageNet validation, Brain-Score stimulus sets.
+
+Every set here is a :class:`FileProbeSet`: a fixed, ordered list of image files, decoded by
+Pillow and converted to RGB (grayscale repeated over three channels; 16-bit images scaled to
+8 bits; an alpha channel dropped, as torchvision's and Brain-Score's loaders do).
+
+* ``dataset=folder``: every image under ``root`` (recursive), in sorted path order; label = the
+  sub-folder relative to ``root`` (None for files directly in ``root``).
+* ``dataset=imagenet``: an ImageNet validation folder in ImageFolder layout
+  (``root/n01440764/*.JPEG``); the first ``images_per_class`` files of each class in sorted
+  order, as Brain-Score takes them; label = the class folder (WordNet id).
+* ``dataset=hvm`` / ``dataset=freeman_ziemba``: a Brain-Score stimulus set on disk, i.e. its CSV
+  (``stimulus_id``, ``filename``, metadata) next to the images, the folder its zip unpacks to,
+  or the zip itself (read in place).
+
+Unreadable files are found when the set is opened (a header check with ``PIL.Image.verify``):
+by default that is an error naming them; ``skip_unreadable: true`` drops them with a warning.
+Only the images a run can use are checked: with ``n_images`` set, the first ``n_images``
+readable ones (the kept images are a prefix of the full set, so image ``i`` never depends on
+``n_images``).
+
+``identity()`` digests the relative paths, sizes and modification times of the kept files
+(for zip members: sizes and CRC-32s) plus every option, so editing, adding or removing a file
+changes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import IdsimError
+from .base import ProbeSet
+
+log = logging.getLogger("idsim")
+
+#: file name endings read as images (compared case-insensitively)
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_EXT_LIST = "jpg, jpeg, png, bmp, tif, tiff, webp"
+_SHOW_BAD = 3  # how many unreadable paths an error message names
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has an image extension and is not hidden (``._x.jpg`` is macOS metadata)."""
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow image to 8-bit RGB.
+
+    16-bit and 32-bit grayscale (modes ``I;16*``, ``I``, ``F``) are scaled to 0..255 rather
+    than clipped as ``Image.convert`` would: values up to 255 are kept, up to 65535 divided by
+    257, anything else min-max scaled. Other modes go through ``Image.convert("RGB")``.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I") or img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        hi, lo = float(a.max(initial=0.0)), float(a.min(initial=0.0))
+        if lo < 0 or hi > 65535:
+            a = (a - lo) * (255.0 / max(hi - lo, 1e-12))
+        elif hi > 255:
+            a = a / 257.0
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(g[:, :, None], 3, axis=2), "RGB")
+    return img.convert("RGB")
+
+
+# --------------------------------------------------------------------------------------------
+# where the bytes live: a folder, or a zip archive read in place
+# --------------------------------------------------------------------------------------------
+
+class DirStore:
+    """Image files below a folder; keys are POSIX paths relative to it."""
+
+    def __init__(self, base: Path):
+        self.base = base
+
+    def path(self, key: str) -> Path:
+        return self.base / key
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def open(self, key: str) -> IO[bytes]:
+        return self.path(key).open("rb")
+
+    def describe(self, key: str) -> str:
+        return str(self.path(key))
+
+    def fingerprint(self, key: str) -> tuple[int, int]:
+        st = self.path(key).stat()
+        return st.st_size, st.st_mtime_ns
+
+    def identity(self) -> dict[str, Any]:
+        return {"store": "folder"}
+
+
+class ZipStore:
+    """Members of a zip archive (a Brain-Score stimulus zip), read without unpacking.
+
+    The archive is opened lazily once per process; the handle is not pickled, so the set works
+    with DataLoader worker processes.
+    """
+
+    def __init__(self, path: Path, prefix: str = ""):
+        self.zip_path, self.prefix = path, prefix
+        self._zf: zipfile.ZipFile | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_zf": None, "_pid": -1}
+
+    @property
+    def zf(self) -> zipfile.ZipFile:
+        if self._zf is None or self._pid != os.getpid():
+            self._zf, self._pid = zipfile.ZipFile(self.zip_path), os.getpid()
+        return self._zf
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.zf.getinfo(self.prefix + key)
+            return True
+        except KeyError:
+            return False
+
+    def open(self, key: str) -> IO[bytes]:
+        return io.BytesIO(self.zf.read(self.prefix + key))
+
+    def describe(self, key: str) -> str:
+        return f"{self.zip_path}:{self.prefix}{key}"
+
+    def fingerprint(self, key: str) -> tuple[int, int]:
+        info = self.zf.getinfo(self.prefix + key)
+        return info.file_size, info.CRC
+
+    def identity(self) -> dict[str, Any]:
+        return {"store": "zip", "prefix": self.prefix}
+
+
+Store = DirStore | ZipStore
+
+
+# --------------------------------------------------------------------------------------------
+# the probe set
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    """One image of a file-based set: where it is, its stable id and its label."""
+
+    key: str
+    stimulus_id: str
+    label: str | None = None
+
+
+class FileProbeSet(ProbeSet):
+    """Images from a fixed list of files, decoded with Pillow and converted to RGB.
+
+    Build it with :func:`open_checked` (which checks the files); ``options`` are the choices
+    that selected and ordered the files, recorded in :meth:`identity`.
+    """
+
+    def __init__(self, name: str, store: Store, entries: Sequence[Entry], options: dict[str, Any] | None = None):
+        self.name, self.store, self.entries = name, store, list(entries)
+        self.options = dict(options or {})
+        self._identity: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def image(self, i: int) -> Image.Image:
+        e = self.entries[i]
+        try:
+            with self.store.open(e.key) as fh, Image.open(fh) as img:
+                img.load()  # decode now: the file closes when the block ends
+                return img.copy() if img.mode == "RGB" else to_rgb(img)
+        except (OSError, ValueError, SyntaxError, zipfile.BadZipFile) as err:
+            raise IdsimError(f"cannot decode image {self.store.describe(e.key)} ({type(err).__name__}: {err});"
+                             f" fix or remove the file") from err
+
+    def stimulus_id(self, i: int) -> str:
+        return self.entries[i].stimulus_id
+
+    def label(self, i: int) -> str | None:
+        return self.entries[i].label
+
+    def path(self, i: int) -> str:
+        """Where image ``i`` is read from (a file path, or ``archive.zip:member``)."""
+        return self.store.describe(self.entries[i].key)
+
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            h = hashlib.sha256()
+            for e in self.entries:
+                size, stamp = self.store.fingerprint(e.key)
+                h.update(json.dumps([e.key, e.stimulus_id, e.label, size, stamp]).encode())
+                h.update(b"\n")
+            self._identity = {"name": self.name, **self.store.identity(), "options": self.options,
+                              "n_files": len(self.entries), "files_sha256": h.hexdigest()}
+        return self._identity
+
+    def __repr__(self) -> str:
+        return f"FileProbeSet(name={self.name!r}, n_images={len(self)})"
+
+
+def unreadable_reason(store: Store, key: str) -> str | None:
+    """None if the file's header parses and ``Image.verify`` passes, else why not."""
+    try:
+        with store.open(key) as fh, Image.open(fh) as img:
+            img.verify()
+    except Exception as err:  # PIL raises many types for corrupt data
+        return f"{type(err).__name__}: {err}".strip().rstrip(":")
+    return None
+
+
+def _limit(n_images: Any) -> int | None:
+    """``n_images`` when it is a usable cap (a positive int); otherwise check everything."""
+    if isinstance(n_images, int) and not isinstance(n_images, bool) and n_images > 0:
+        return n_images
+    return None
+
+
+def open_checked(name: str, store: Store, entries: Sequence[Entry], options: dict[str, Any], *,
+                 n_images: Any = None, skip_unreadable: bool = False) -> FileProbeSet:
+    """Check the files a run can use and return the set.
+
+    Files are checked in order until ``n_images`` readable ones are found (all of them when
+    ``n_images`` is None). Unreadable files are an error naming the first few, or with
+    ``skip_unreadable`` are dropped with a warning giving their count.
+    """
+    want = _limit(n_images)
+    kept: list[Entry] = []
+    bad: list[tuple[str, str]] = []
+    for e in entries:
+        if want is not None and len(kept) >= want:
+            break
+        reason = unreadable_reason(store, e.key)
+        if reason is None:
+            kept.append(e)
+        else:
+            bad.append((store.describe(e.key), reason))
+    if bad:
+        checked = len(kept) + len(bad)
+        first = ", ".join(f"{p} ({r})" if i == 0 else p for i, (p, r) in enumerate(bad[:_SHOW_BAD]))
+        more = f" and {len(bad) - _SHOW_BAD} more" if len(bad) > _SHOW_BAD else ""
+        if not skip_unreadable:
+            raise IdsimError(f"dataset {name}: {len(bad)} of {checked} image files checked are unreadable: {first}{more};"
+                             f" fix or remove them, or set dataset.skip_unreadable=true to skip them")
+        log.warning("dataset %s: skipped %d unreadable image file(s) of %d checked: %s%s", name, len(bad), checked,
+                    first, more)
+    return FileProbeSet(name, store, kept, {**options, "skip_unreadable": bool(skip_unreadable)})
+
+
+# --------------------------------------------------------------------------------------------
+# option parsing shared by the builders
+# --------------------------------------------------------------------------------------------
+
+def root_dir(params: dict, dataset: str, layout: str, key: str = "root") -> Path:
+    """Pop ``params[key]`` and return it as an existing folder, or say what is expected."""
+    value = params.pop(key, None)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise IdsimError(f"dataset.{key} is not set: dataset={dataset} reads local files (set dataset.{key}=/path),"
+                         f" expected {layout}")
+    if not isinstance(value, (str, os.PathLike)):
+        raise IdsimError(f"dataset.{key} must be a folder path, got {value!r}")
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise IdsimError(f"dataset.{key}={value} does not exist; expected {layout}")
+    if not path.is_dir():
+        raise IdsimError(f"dataset.{key}={value} is not a folder; expected {layout}")
+    return path.resolve()
+
+
+def pop_bool(params: dict, key: str, default: bool) -> bool:
+    value = params.pop(key, default)
+    if not isinstance(value, bool):
+        raise IdsimError(f"dataset.{key} must be true or false, got {value!r}")
+    return value
+
+
+def pop_choice(params: dict, key: str, choices: Sequence[str], default: str) -> str:
+    value = params.pop(key, default)
+    if value not in choices:
+        raise IdsimError(f"dataset.{key}={value!r}; valid: {', '.join(choices)}")
+    return value
+
+
+def _sort_key(rel: str) -> tuple[str, ...]:
+    return tuple(PurePosixPath(rel).parts)
+
+
+def list_images(root: Path, recursive: bool = True) -> list[str]:
+    """Image files under ``root`` as POSIX paths relative to it, sorted by path components.
+
+    Hidden files and folders are ignored; symbolic links are followed (each real folder once).
+    """
+    found: list[str] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        for f in filenames:
+            if is_image_name(f) and os.path.isfile(os.path.join(dirpath, f)):
+                found.append(f if rel_dir == "." else f"{rel_dir}/{f}")
+    return sorted(found, key=_sort_key)
+
+
+def interleave(entries: Sequence[Entry]) -> list[Entry]:
+    """Round-robin over labels (in sorted label order, unlabelled last), keeping each label's own order.
+
+    Any prefix is then balanced to within one image per label, and image ``i`` still depends
+    only on the full list (not on how many images are taken).
+    """
+    groups: dict[str | None, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(e.label, []).append(e)
+    queues = [groups[k] for k in sorted(groups, key=lambda lab: (lab is None, lab or ""))]  # unlabelled last
+    out: list[Entry] = []
+    for r in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[r] for q in queues if r < len(q))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# dataset=folder
+# --------------------------------------------------------------------------------------------
+
+FOLDER_LAYOUT = (f"a folder of images ({_EXT_LIST}), optionally in sub-folders whose names become the labels,"
+                 " e.g. root/cats/a.jpg, root/dogs/b.png")
+
+
+def build_folder(params: dict) -> FileProbeSet:
+    """``dataset=folder``: every image below ``root``, in sorted path order (or interleaved by label)."""
+    root = root_dir(params, "folder", FOLDER_LAYOUT)
+    recursive = pop_bool(params, "recursive", True)
+    order = pop_choice(params, "order", ("sorted", "interleaved"), "sorted")
+    skip = pop_bool(params, "skip_unreadable", False)
+    rels = list_images(root, recursive)
+    if not rels:
+        raise IdsimError(f"dataset.root={root} has no images ({_EXT_LIST}{', recursive' if recursive else ''});"
+                         f" expected {FOLDER_LAYOUT}")
+    entries = [Entry(rel, rel, None if "/" not in rel else rel.rsplit("/", 1)[0]) for rel in rels]
+    if order == "interleaved":
+        entries = interleave(entries)
+    return open_checked("folder", DirStore(root), entries, {"recursive": recursive, "order": order},
+                        n_images=params.get("n_images"), skip_unreadable=skip)
+
+
+# --------------------------------------------------------------------------------------------
+# dataset=imagenet
+# --------------------------------------------------------------------------------------------
+
+IMAGENET_LAYOUT = ("an ImageNet validation folder in ImageFolder layout, one sub-folder per class"
+                   " (root/n01440764/ILSVRC2012_val_00000293.JPEG, ...); torchvision.datasets.ImageNet(root,"
+                   " split='val') builds it from the official archives")
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def _imagenet_root(root: Path) -> Path:
+    """``root`` itself, or its ``val`` sub-folder when that is where the class folders are."""
+    val = root / "val"
+    if val.is_dir() and not any(d.is_dir() and _WNID.match(d.name) for d in root.iterdir()):
+        return val
+    return root
+
+
+def imagenet_words() -> list[str]:
+    """ImageNet-1k class names in class-index order (= sorted WordNet-id order), from torchvision."""
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def build_imagenet(params: dict) -> FileProbeSet:
+    """``dataset=imagenet``: the first ``images_per_class`` images of each class, interleaved by class."""
+    root = _imagenet_root(root_dir(params, "imagenet", IMAGENET_LAYOUT))
+    k = params.pop("images_per_class", 3)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise IdsimError(f"dataset.images_per_class must be a positive integer or null (all), got {k!r}")
+    order = pop_choice(params, "order", ("interleaved", "class_major"), "interleaved")
+    labels = pop_choice(params, "labels", ("wnid", "words"), "wnid")
+    skip = pop_bool(params, "skip_unreadable", False)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    loose = [f.name for f in root.iterdir() if f.is_file() and is_image_name(f.name)]
+    if not classes:
+        hint = f" (it holds {len(loose)} loose images: a flat folder, not class sub-folders)" if loose else ""
+        raise IdsimError(f"dataset.root={root} has no class sub-folders{hint}; expected {IMAGENET_LAYOUT}")
+    names: dict[str, str] = {c: c for c in classes}
+    if labels == "words":
+        if len(classes) != 1000 or not all(_WNID.match(c) for c in classes):
+            raise IdsimError(f"dataset.labels=words needs the 1000 ImageNet class folders (n01440764 ...), found"
+                             f" {len(classes)} folders; use dataset.labels=wnid")
+        names = dict(zip(classes, imagenet_words()))
+    entries: list[Entry] = []
+    empty: list[str] = []
+    for c in classes:
+        files = list_images(root / c)
+        if not files:
+            empty.append(c)
+        for rel in files[:k]:
+            entries.append(Entry(f"{c}/{rel}", PurePosixPath(rel).stem, names[c]))
+    if not entries:
+        raise IdsimError(f"dataset.root={root}: its {len(classes)} class folders hold no images ({_EXT_LIST});"
+                         f" expected {IMAGENET_LAYOUT}")
+    if empty:
+        log.warning("dataset imagenet: %d class folder(s) without images ignored: %s", len(empty),
+                    ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else ""))
+    if order == "interleaved":
+        entries = interleave(entries)
+    return open_checked("imagenet", DirStore(root), entries,
+                        {"images_per_class": k, "order": order, "labels": labels},
+                        n_images=params.get("n_images"), skip_unreadable=skip)
+
+
+# --------------------------------------------------------------------------------------------
+# Brain-Score stimulus sets (CSV + images): dataset=hvm, dataset=freeman_ziemba
+# --------------------------------------------------------------------------------------------
+
+def _pick_csv(root: Path, csv: Any, dataset: str, layout: str) -> Path:
+    if csv is not None:
+        if not isinstance(csv, (str, os.PathLike)):
+            raise IdsimError(f"dataset.csv must be a file name or path, got {csv!r}")
+        p = Path(csv).expanduser()
+        p = p if p.is_absolute() else root / p
+        if not p.is_file():
+            raise IdsimError(f"dataset.csv={csv}: no such file (looked for {p}); expected {layout}")
+        return p
+    found = sorted(p for p in root.glob("*.csv") if p.is_file() and not p.name.startswith("."))
+    if not found:
+        raise IdsimError(f"dataset.root={root} has no *.csv stimulus table; expected {layout}")
+    if len(found) > 1:
+        raise IdsimError(f"dataset.root={root} has {len(found)} CSV files ({', '.join(p.name for p in found[:5])});"
+                         f" choose one with dataset.csv=NAME")
+    return found[0]
+
+
+def read_stimulus_csv(path: Path, required: Iterable[str], dataset: str):
+    """The stimulus table as strings; legacy ``image_id`` stands in for ``stimulus_id``."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as err:
+        raise IdsimError(f"dataset {dataset}: cannot read CSV {path} ({type(err).__name__}: {err})") from err
+    df.columns = [str(c).strip() for c in df.columns]
+    if "stimulus_id" not in df.columns and "image_id" in df.columns:
+        df = df.rename(columns={"image_id": "stimulus_id"})
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        alt = " (or legacy image_id)" if "stimulus_id" in missing else ""
+        raise IdsimError(f"dataset {dataset}: {path.name} lacks column(s) {', '.join(missing)}{alt};"
+                         f" it has {', '.join(df.columns[:12])}{' ...' if len(df.columns) > 12 else ''}")
+    if df.empty:
+        raise IdsimError(f"dataset {dataset}: {path} has no rows")
+    dup = df["stimulus_id"][df["stimulus_id"].duplicated()]
+    if len(dup):
+        raise IdsimError(f"dataset {dataset}: {path.name} repeats stimulus_id {dup.iloc[0]!r}"
+                         f" ({len(dup)} duplicates); each row must be one image")
+    return df
+
+
+def _zip_prefix(zf: zipfile.ZipFile, first: str) -> str | None:
+    """The folder prefix under which ``first`` is stored in a zip ('' at top level), or None."""
+    for name in zf.namelist():
+        if name == first:
+            return ""
+        if name.endswith("/" + first):
+            return name[: -len(first)]
+    return None
+
+
+def locate_images(csv_path: Path, filenames: Sequence[str], dataset: str, layout: str) -> Store:
+    """Find where the CSV's ``filename`` values live, trying Brain-Score's layouts in turn.
+
+    1. next to the CSV; 2. the folder named like the CSV (Brain-Score unpacks ``X.zip`` next to
+    ``X.csv``) or any other sub-folder; 3. a zip next to the CSV, read in place (the one named
+    like the CSV first). The first place holding the first file wins; it must hold them all.
+    """
+    base = csv_path.parent
+    first = filenames[0]
+    dirs = [base, base / csv_path.stem] + sorted(d for d in base.iterdir()
+                                                 if d.is_dir() and not d.name.startswith(".") and d.name != csv_path.stem)
+    store: Store | None = next((DirStore(d) for d in dirs if (d / first).is_file()), None)
+    if store is None:
+        zips = sorted(base.glob("*.zip"), key=lambda p: (p.stem != csv_path.stem, p.name))
+        for zp in zips:
+            try:
+                with zipfile.ZipFile(zp) as zf:
+                    prefix = _zip_prefix(zf, first)
+            except zipfile.BadZipFile:
+                continue
+            if prefix is not None:
+                store = ZipStore(zp, prefix)
+                break
+    if store is None:
+        raise IdsimError(f"dataset {dataset}: image {first!r} (first row of {csv_path.name}) not found next to the CSV,"
+                         f" in a sub-folder of {base}, or in a zip there; expected {layout}")
+    missing = [f for f in filenames if not store.exists(f)]
+    if missing:
+        where = store.zip_path if isinstance(store, ZipStore) else store.base
+        raise IdsimError(f"dataset {dataset}: {len(missing)} of {len(filenames)} files named in {csv_path.name} are"
+                         f" missing from {where}: {', '.join(missing[:_SHOW_BAD])}"
+                         f"{' ...' if len(missing) > _SHOW_BAD else ''}")
+    return store
+
+
+def _norm_level(value: Any) -> str:
+    """Compare variation levels loosely: 3, '3', 'V3' and 3.0 are the same level."""
+    s = str(value).strip()
+    s = s[1:] if s[:1] in ("V", "v") else s
+    try:
+        f = float(s)
+        return str(int(f)) if f.is_integer() else str(f)
+    except ValueError:
+        return s
+
+
+def _levels(value: Any, key: str, example: str) -> list[Any] | None:
+    if value is None:
+        return None
+    vals = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not vals or any(isinstance(v, (bool, dict, list)) or v is None for v in vals):
+        raise IdsimError(f"dataset.{key} must be null (all), a value or a list of values (e.g. {example}), got {value!r}")
+    return vals
+
+
+def _filter(df, column: str, wanted: list[Any] | None, key: str, dataset: str, norm=_norm_level):
+    if wanted is None:
+        return df
+    if column not in df.columns:
+        raise IdsimError(f"dataset.{key} filters on column {column!r}, which the stimulus CSV lacks")
+    want = {norm(v) for v in wanted}
+    have = sorted(set(df[column].map(norm)))
+    out = df[df[column].map(norm).isin(want)]
+    if out.empty:
+        raise IdsimError(f"dataset.{key}={wanted} matches no stimuli; values present: {', '.join(have[:12])}")
+    return out
+
+
+def _stimulus_set(name: str, root: Path, csv_path: Path, df, label_column: str, order: str, options: dict,
+                  params: dict, skip: bool, layout: str) -> FileProbeSet:
+    store = locate_images(csv_path, list(df["filename"]), name, layout)
+    entries = [Entry(str(f), str(s), str(lab)) for f, s, lab in zip(df["filename"], df["stimulus_id"], df[label_column])]
+    if order == "interleaved":
+        entries = interleave(entries)
+    csv_digest = hashlib.sha256(csv_path.read_bytes()).hexdigest()
+    return open_checked(name, store, entries, {**options, "order": order, "csv_sha256": csv_digest},
+                        n_images=params.get("n_images"), skip_unreadable=skip)
+
+
+HVM_LAYOUT = ("a Brain-Score HvM stimulus set: a CSV with columns stimulus_id (or image_id), filename, object_name"
+              " (category_name, variation optional) plus the images, next to the CSV, in the folder its zip unpacks to,"
+              " or in the zip itself")
+
+
+def build_hvm(params: dict) -> FileProbeSet:
+    """``dataset=hvm``: the HvM / Majaj-Hong object images from a local Brain-Score stimulus set."""
+    root = root_dir(params, "hvm", HVM_LAYOUT)
+    csv_path = _pick_csv(root, params.pop("csv", None), "hvm", HVM_LAYOUT)
+    variation = _levels(params.pop("variation", None), "variation", "[3, 6]")
+    order = pop_choice(params, "order", ("interleaved", "csv"), "interleaved")
+    skip = pop_bool(params, "skip_unreadable", False)
+    df = read_stimulus_csv(csv_path, ("stimulus_id", "filename", "object_name"), "hvm")
+    df = _filter(df, "variation", variation, "variation", "hvm")
+    label = "category_name" if "category_name" in df.columns else "object_name"
+    return _stimulus_set("hvm", root, csv_path, df, label, order,
+                         {"variation": sorted(_norm_level(v) for v in variation) if variation else None,
+                          "label_column": label}, params, skip, HVM_LAYOUT)
+
+
+FZ_LAYOUT = ("a Brain-Score FreemanZiemba2013 stimulus set: a CSV with columns stimulus_id (or image_id), filename,"
+             " texture_family, texture_type (texture/noise), resolution, sample plus the images, next to the CSV,"
+             " in the folder its zip unpacks to, or in the zip itself")
+
+
+def _norm_resolution(value: Any) -> str:
+    """'320x320', 320 and '320' name the same resolution."""
+    s = str(value).strip().lower().replace(" ", "")
+    return f"{s}x{s}" if s.isdigit() else s
+
+
+def build_freeman_ziemba(params: dict) -> FileProbeSet:
+    """``dataset=freeman_ziemba``: the Freeman & Ziemba 2013 textures and noise from a local Brain-Score set."""
+    root = root_dir(params, "freeman_ziemba", FZ_LAYOUT)
+    csv_path = _pick_csv(root, params.pop("csv", None), "freeman_ziemba", FZ_LAYOUT)
+    kind = pop_choice(params, "texture_type", ("both", "texture", "noise"), "both")
+    resolution = _levels(params.pop("resolution", None), "resolution", "320x320")
+    order = pop_choice(params, "order", ("interleaved", "csv"), "interleaved")
+    skip = pop_bool(params, "skip_unreadable", False)
+    df = read_stimulus_csv(csv_path, ("stimulus_id", "filename", "texture_family", "texture_type"), "freeman_ziemba")
+    if kind != "both":
+        df = _filter(df, "texture_type", [kind], "texture_type", "freeman_ziemba", norm=lambda v: str(v).strip().lower())
+    df = _filter(df, "resolution", resolution, "resolution", "freeman_ziemba", norm=_norm_resolution)
+    df = df.assign(_family=df["texture_family"].map(_norm_level))
+    return _stimulus_set("freeman_ziemba", root, csv_path, df, "_family", order,
+                         {"texture_type": kind,
+                          "resolution": sorted(_norm_resolution(r) for r in resolution) if resolution else None},
+                         params, skip, FZ_LAYOUT)
