@@ -47,14 +47,18 @@ _STALE_TMP_S = 24 * 3600  # temporary folders older than this belong to dead wri
 
 
 def versions() -> dict[str, str]:
-    import timm
-    import torch
-    import torchvision
+    """Versions of everything whose change can change extracted features (read without importing them)."""
+    import importlib.metadata as md
 
     from . import __version__
 
-    return {"idsim": __version__, "format": str(FORMAT), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": np.__version__}
+    out = {"idsim": __version__, "format": str(FORMAT)}
+    for pkg in ("torch", "torchvision", "timm", "numpy", "scipy", "pillow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
 
 
 def file_digest(path: Path | str, _memo: dict = {}) -> str:  # noqa: B006 - per-process memo of (path, size, mtime)

@@ -28,18 +28,50 @@ from .errors import IdsimError
 LIBRARIES = ("torchvision", "timm")
 
 
+def _memo_names(library: str, compute: Callable[[], list[str]]) -> tuple[str, ...]:
+    """A library's model names, remembered on disk per library version (listing them takes seconds)."""
+    import importlib.metadata
+    import json
+    import os
+
+    try:
+        version = importlib.metadata.version(library)
+        root = Path(os.environ.get("IDSIM_CACHE_DIR") or Path.home() / ".cache" / "idsim")
+        path = root / "model_names" / f"{library}-{version}.json"
+        if path.is_file():
+            return tuple(json.loads(path.read_text()))
+    except Exception:
+        path = None
+    names = tuple(sorted(compute()))
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(names))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return names
+
+
 @functools.lru_cache(maxsize=None)
 def torchvision_models() -> tuple[str, ...]:
-    import torchvision
+    def compute():
+        import torchvision
 
-    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+        return torchvision.models.list_models(module=torchvision.models)
+
+    return _memo_names("torchvision", compute)
 
 
 @functools.lru_cache(maxsize=None)
 def timm_models() -> tuple[str, ...]:
-    import timm
+    def compute():
+        import timm
 
-    return tuple(sorted(timm.list_models()))
+        return timm.list_models()
+
+    return _memo_names("timm", compute)
 
 
 def all_model_names() -> list[str]:

@@ -2,7 +2,9 @@
 
 The W&B run lives inside the run's output folder (``<run dir>/wandb/``); ``wandb sync`` on that
 folder uploads it later. Every run is finished, even when the experiment fails, so runs of a
-multirun never merge.
+multirun never merge. In a sweep, each job is its own run, named by the job's swept overrides
+(its folder name, e.g. ``metric=cka,target=vgg11``) and grouped by the sweep (``wandb.group``, else the sweep
+folder's name); the sweep summary joins the same group (see :mod:`idsim.sweep`).
 """
 from __future__ import annotations
 
@@ -68,8 +70,30 @@ class WandbTracker(NullTracker):
         self.run.finish(exit_code=1 if failed else 0)
 
 
+def sweep_identity() -> tuple[str, str] | None:
+    """(group, name) of the sweep job Hydra is running now: the sweep folder's name and the job's overrides."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return None
+        from .sweep import sweep_group
+
+        # the job's folder name: its swept overrides, e.g. metric=cka,target=vgg11
+        return sweep_group(hc.sweep.dir), Path(hc.runtime.output_dir).name
+    except Exception:  # not inside a Hydra job
+        return None
+
+
 def make_tracker(logger: str, out_dir: Path, config: dict, wandb_cfg: Mapping[str, Any] | None = None,
-                 name: str | None = None) -> NullTracker:
+                 name: str | None = None, job_type: str = "identify", in_job: bool = True) -> NullTracker:
+    """The tracker for one run: ``logger=none`` logs nothing; ``wandb`` starts a W&B run in ``out_dir``.
+
+    Inside a sweep job (``in_job``), the run is named by the job's overrides and grouped by the
+    sweep unless ``wandb.group`` says otherwise.
+    """
     if logger == "none":
         return NullTracker()
     if logger != "wandb":
@@ -77,5 +101,9 @@ def make_tracker(logger: str, out_dir: Path, config: dict, wandb_cfg: Mapping[st
     w = dict(wandb_cfg or {})
     if w.get("mode", "offline") == "disabled":
         return NullTracker()
+    group = w.get("group")
+    ident = sweep_identity() if in_job else None
+    if ident is not None:
+        group, name = group or ident[0], ident[1]
     return WandbTracker(out_dir, config, mode=w.get("mode", "offline"), project=w.get("project", "idsim"),
-                        entity=w.get("entity"), group=w.get("group"), tags=w.get("tags") or (), name=name)
+                        entity=w.get("entity"), group=group, tags=w.get("tags") or (), name=name, job_type=job_type)
