@@ -75,7 +75,15 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
         parsed = OverridesParser.create().parse_overrides(
             [o for o in overrides if not o.startswith("-") and ("=" in o or o.startswith("~"))])
     except Exception:
-        return  # Hydra reports syntax errors itself
+        parser = OverridesParser.create()
+        for o in overrides:
+            try:
+                parser.parse_overrides([o])
+            except Exception as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise IdsimError(f"cannot parse the override {o!r}: {first} (lists are [a,b], sweeps a,b with -m;"
+                                 f" quote values with spaces or special characters)") from None
+        raise
     groups = {g: None for g in (*MODEL_GROUPS, *FILE_GROUPS)}
     for o in parsed:
         key = o.key_or_group
@@ -95,3 +103,60 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
                 close = difflib.get_close_matches(str(leaf), options, n=3, cutoff=0.5)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise IdsimError(f"unknown {key} {leaf!r}{hint}; valid: {', '.join(options)}")
+    _check_keys(parsed, conf_dir)
+
+
+def _check_keys(parsed, conf_dir: Path) -> None:
+    """Compose the config with the first value of every override: unknown keys become one line.
+
+    Hydra's own message for ``unitratio=0.5`` is a multi-line traceback-like report; here it is
+    ``unknown config key 'unitratio' (did you mean unit_ratio?)``. Keys under ``hydra.`` and
+    ``+``/``++`` additions are Hydra's business and left alone.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    plain, choices = [], []
+    for o in parsed:
+        key = o.key_or_group
+        if key in (*MODEL_GROUPS, *FILE_GROUPS) and not o.is_delete():
+            v = o.value()
+            v = (v.list[0] if v.list else None) if hasattr(v, "list") else v
+            if isinstance(v, (list, tuple)):
+                choices.append(f"{key}=[{','.join(str(x) for x in v)}]")
+            elif v is not None:
+                choices.append(f"{key}={v}")
+        if o.is_delete() or o.is_add() or o.is_force_add() or key.startswith("hydra") or o.package:
+            continue
+        value = o.value()
+        if hasattr(value, "list"):      # a sweep a,b,c: the first value stands for all
+            value = value.list[0] if value.list else None
+        elif o.is_sweep_override():     # range/interval sweeps: keys are what matter
+            value = None
+        plain.append((key, value))
+    if not plain or not conf_dir.is_dir():
+        return
+    register_models()
+    try:
+        with initialize_config_dir(str(conf_dir), version_base="1.3"):
+            cfg = compose("config", choices)
+    except HydraException:
+        return
+    for key, _ in plain:
+        head = key.split(".")[0]
+        if head in (*MODEL_GROUPS, *FILE_GROUPS) and "." not in key:
+            continue  # group choices were checked above
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and not _is_model_subkey(cfg, key):
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            options = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+            close = difflib.get_close_matches(leaf, options, n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join((parent + '.' if parent else '') + c for c in close)}?)" if close else ""
+            raise IdsimError(f"unknown config key {key!r}{hint}; add it with +{key}=... only if you mean a new key")
+
+
+def _is_model_subkey(cfg, key: str) -> bool:
+    """``sources.<model>.layers`` for a model chosen on the same command line is not in the default config."""
+    parts = key.split(".")
+    return parts[0] == "sources" and len(parts) == 3 and parts[2] in ("name", "library", "weights", "seed", "layers")

@@ -242,8 +242,6 @@ def test_two_targets_are_an_error(cli):
     assert_one_line_error(cli("--cfg=job", "target=[alexnet,vgg11]"), "target")
 
 
-@pytest.mark.xfail(reason="known gap: unknown config keys and override syntax errors still get Hydra's own multi-line message and "
-                          "exit status 1", strict=False)
 @pytest.mark.parametrize("bad", ["unitratio=0.5", "unit_ratio=["], ids=["unknown-key", "syntax"])
 def test_hydra_level_mistakes(cli, bad):
     assert_one_line_error(cli(*tiny(), bad), bad.split("=")[0].split(".")[-1])
