@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import IdsimError
+from .cka import _as_2d
 
 RDMS = ("correlation", "euclidean", "cosine")
 COMPARES = ("pearson", "spearman")
@@ -119,12 +120,3 @@ def rsa_matrix(source_rdms: list[np.ndarray], target_rdms: list[np.ndarray], com
     S = np.stack([_standardised(v, compare) for v in source_rdms])
     T = np.stack([_standardised(v, compare) for v in target_rdms])
     return S @ T.T
-
-
-def _as_2d(X, name: str) -> np.ndarray:
-    X = np.asarray(X.detach().cpu().numpy() if hasattr(X, "detach") else X, dtype=np.float64)
-    if X.ndim == 1:
-        X = X[:, None]
-    if X.ndim != 2:
-        raise IdsimError(f"{name} must be a 2-D array (stimuli x units), got shape {X.shape}")
-    return X
