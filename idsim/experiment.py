@@ -208,7 +208,7 @@ def run_experiment(cfg: DictConfig | Mapping, out_dir: Path | str | None = None)
     tracker = make_tracker(cfg.get("logger", "wandb"), out, config, cfg.get("wandb"),
                            name=f"{spec.target.name}-{spec.metric.name}")
     common = dict(batch_size=spec.batch_size, device=spec.device, progress=bool(cfg.get("progress", True)),
-                  scratch=cfg.get("scratch_dir"), ram_budget=int(cfg.get("ram_budget_mb", 512)) * 2**20,
+                  scratch=cfg.get("scratch_dir"), ram_budget=int(cfg.get("ram_budget_mb", 1024)) * 2**20,
                   num_workers=int(cfg.get("num_workers", 0)), exact_budget=spec.exact_budget, gram_dim=spec.gram_dim)
     failed = True
     try:

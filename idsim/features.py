@@ -151,7 +151,8 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
     Layers whose sampled units would take more than ``exact_budget`` bytes (float32, all images)
     get their Gram matrix / RDM from a sparse random projection to ``gram_dim`` dimensions
     (``"auto"``: Johnson-Lindenstrauss bound at eps 0.1) instead of the exact values; below it the
-    exact values are kept (in RAM up to ``ram_budget``, spilled to ``scratch`` above).
+    exact values are kept: in RAM while all layers together take at most ``ram_budget`` bytes,
+    in memory-mapped files in ``scratch`` beyond (their pages are released as they are written).
     ``exact_budget=None`` keeps every layer exact.
     """
     layers = model.resolve_layers(layers)
@@ -171,12 +172,20 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idsim-", dir=scratch)))
 
+        ram_left = [ram_budget]  # exact values kept in RAM, over all layers; the rest is spilled to scratch
+
+        def store(units: np.ndarray, name: str) -> UnitStore:
+            st = UnitStore(n, units, scratch=tmp, ram_budget=ram_left[0], name=name)
+            if st.path is None:
+                ram_left[0] -= st.data.nbytes
+            return st
+
         def make(layer: str, p: int) -> dict:
             red = {}
             sampled = sample_units(p, plan.unit_ratio, plan.seed, layer)
             exact = exact_budget is None or n * sampled.size * 4 <= exact_budget
             if (plan.gram or plan.rdm) and exact:  # exact values of the sampled units
-                red["units"] = UnitStore(n, sampled, scratch=tmp, ram_budget=ram_budget, name=layer)
+                red["units"] = store(sampled, layer)
             elif plan.gram or plan.rdm:  # too wide for the exact budget: Grams from a sparse random projection
                 q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
                 if plan.gram or gram_kind(plan.rdm) != "row":
@@ -191,14 +200,13 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
                     order = order[:min(order.size, 4 * plan.max_units)]  # enough to replace constant units
                 red["order"] = order
                 if "units" not in red or order.size < sampled.size:
-                    red["target_units"] = UnitStore(n, np.sort(order), scratch=tmp, ram_budget=ram_budget,
-                                                    name=layer + ".target")
+                    red["target_units"] = store(np.sort(order), layer + ".target")
                     if "units" not in red and "stats" not in red:
                         red["stats"] = UnitStats(sampled)
             if plan.project is not None:  # regression features: projected if wider than the projection
                 q = jl_dim(n) if plan.project == "auto" else int(plan.project)
                 red["features"] = SparseProjection(n, p, q, plan.seed, layer) if p > q else \
-                    UnitStore(n, np.arange(p), scratch=tmp, ram_budget=ram_budget, name=layer + ".features")
+                    store(np.arange(p), layer + ".features")
             red["sampled"] = sampled
             return red
 

@@ -16,6 +16,7 @@ The memory bound of a run is therefore set here, layer by layer, and nowhere els
 from __future__ import annotations
 
 import math
+import mmap
 import zlib
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 
 from .errors import IdsimError
 
-DEFAULT_RAM_BUDGET = 512 * 2**20  # bytes of exact features per layer kept in RAM before spilling to disk
+DEFAULT_RAM_BUDGET = 1024 * 2**20  # bytes of exact values kept in RAM (all layers) before spilling to disk
 
 
 def layer_rng(seed: int, layer: str, purpose: str) -> np.random.Generator:
@@ -119,6 +120,7 @@ class UnitStore:
             torch.maximum(self._max, hi, out=self._max)
         self.data[rows] = acts.cpu().numpy()
         self.filled = max(self.filled, rows.stop)
+        release(self.data)  # spilled rows live in the page cache, not in this process's memory
 
     def mean(self) -> np.ndarray:
         """Column means (float64), accumulated while streaming."""
@@ -133,6 +135,22 @@ class UnitStore:
             del self.data
             self.path.unlink(missing_ok=True)
             self.path = None
+
+
+def release(arr) -> None:
+    """Drop a memory-mapped array's pages from this process (they stay in the file / page cache).
+
+    Pages of a shared file mapping that were written or read count towards the process's resident
+    memory until unmapped; without this a spilled layer would end up resident after all.
+    """
+    mm = getattr(arr, "_mmap", None)
+    if mm is None and isinstance(getattr(arr, "base", None), mmap.mmap):
+        mm = arr.base
+    if mm is not None and hasattr(mm, "madvise"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 def centred_gram(data: np.ndarray, mean: np.ndarray | None = None, chunk_bytes: int = 64 * 2**20) -> np.ndarray:
@@ -159,7 +177,9 @@ def pattern_gram(data: np.ndarray, kind: str = "column", mean: np.ndarray | None
 
     def block(c: np.ndarray) -> np.ndarray:
         contiguous = c.size and c[-1] - c[0] == c.size - 1
-        return np.array(data[:, c[0]:c[-1] + 1] if contiguous else data[:, c], dtype=np.float64)
+        out = np.array(data[:, c[0]:c[-1] + 1] if contiguous else data[:, c], dtype=np.float64)
+        release(data)
+        return out
 
     if kind == "column":
         if mean is None:

@@ -191,3 +191,18 @@ def test_projected_grams_stay_close_to_exact_on_a_real_network():
         E = cka_matrix([exact[1][n].gram for n in layers], [exact[0][n].gram for n in layers], debiased=debiased)
         A = cka_matrix([approx[1][n].gram for n in layers], [approx[0][n].gram for n in layers], debiased=debiased)
         assert np.max(np.abs(A - E)) < bound, (debiased, np.abs(A - E))
+
+
+def test_spilled_layers_give_the_same_reductions_as_in_ram(tmp_path):
+    """With no RAM budget every exact layer is written to scratch files; the Grams, RDMs and units are unchanged."""
+    from idsim import build_model, extract, load_probe_set
+
+    probe = load_probe_set({"name": "shapes", "n_images": 10})
+    model = build_model("alexnet", seed=0)
+    kw = dict(layers=["features.4", "classifier.2"], batch_size=5, progress=False)
+    for plan in (Plan(gram=True), Plan(gram=False, rdm="correlation"),
+                 Plan(gram=False, units=True, max_units=50, drop_constant=True)):
+        ram = extract(model, probe, plan, **kw)
+        disk = extract(model, probe, plan, ram_budget=0, scratch=tmp_path, **kw)
+        assert _same(ram, disk)
+    assert not list(tmp_path.glob("idsim-*"))  # scratch files are removed

@@ -493,7 +493,7 @@ def test_show_folder_set_default_path(classes, tmp_path, monkeypatch, capsys):
     (["show", "dataset=nope"], "unknown dataset 'nope'"),
     (["show", "dataset=folder"], "dataset.root is not set"),
     (["show", "dataset=shapes", "--n", "-3"], "argument --n"),
-    (["show", "dataset=shapes", "dataset.colour=1"], "bad override: Could not override 'dataset.colour'"),
+    (["show", "dataset=shapes", "dataset.colour=1"], "unknown config key 'dataset.colour'"),
     (["show", "dataset=shapes", "--out", "x.jpg"], "--out must name a .png file"),
     (["list"], "unknown command 'list'"),
 ])
