@@ -181,13 +181,16 @@ def pattern_gram(data: np.ndarray, kind: str = "column", mean: np.ndarray | None
         release(data)
         return out
 
+    in_ram = not isinstance(data, np.memmap) and columns is None  # then numpy reduces without float64 copies
     if kind == "column":
-        if mean is None:
+        if mean is None and in_ram:
+            mean = np.asarray(data.mean(0, dtype=np.float64))
+        elif mean is None:
             mean = np.zeros(p)
             for c in chunks:
                 mean[c] = block(c).mean(0)
     elif kind == "row":
-        rows = np.zeros(n)
+        rows = np.zeros(n)  # the same chunked sums in RAM and on disk: identical results either way
         for c in chunks:
             rows += block(c).sum(1)
         rows /= max(cols.size, 1)
