@@ -6,6 +6,7 @@ only on the set's parameters and ``i`` (never on how many images were asked for)
 """
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -44,6 +45,16 @@ class ProbeSet(ABC):
 
         Used to key caches: two sets with equal identity must produce identical images.
         """
+
+    def _index(self, i: int) -> int:
+        """``i`` as a valid image index (a clear TypeError/IndexError otherwise)."""
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise TypeError(f"image index must be an integer, got {type(i).__name__}") from None
+        if not 0 <= i < len(self):
+            raise IndexError(f"image index {i} out of range for {len(self)} images")
+        return i
 
     def __getitem__(self, i: int) -> Image.Image:
         if not 0 <= i < len(self):

@@ -19,7 +19,6 @@ import functools
 import hashlib
 import math
 import numbers
-import operator
 from typing import Any, Sequence
 
 import numpy as np
@@ -173,15 +172,6 @@ class NaturalProbeSet(ProbeSet):
 
     def __len__(self) -> int:
         return self.n_images
-
-    def _index(self, i: int) -> int:
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise TypeError(f"image index must be an integer, got {type(i).__name__}") from None
-        if not 0 <= i < self.n_images:
-            raise IndexError(f"image index {i} out of range for {self.n_images} images")
-        return i
 
     def crop(self, i: int) -> tuple[str, float, float, float, bool]:
         """``(photo, x0, y0, side, flipped)`` of image ``i``."""

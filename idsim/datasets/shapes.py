@@ -24,7 +24,6 @@ from __future__ import annotations
 import colorsys
 import math
 import numbers
-import operator
 from typing import Any
 
 import numpy as np
@@ -230,15 +229,6 @@ class ShapesProbeSet(ProbeSet):
 
     def __len__(self) -> int:
         return self.n_images
-
-    def _index(self, i: int) -> int:
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise TypeError(f"image index must be an integer, got {type(i).__name__}") from None
-        if not 0 <= i < self.n_images:
-            raise IndexError(f"image index {i} out of range for {self.n_images} images")
-        return i
 
     def image(self, i: int) -> Image.Image:
         return self._render(self._index(i))[0]

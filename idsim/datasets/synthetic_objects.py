@@ -31,7 +31,6 @@ import colorsys
 import functools
 import math
 import numbers
-import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -915,15 +914,6 @@ class SyntheticObjectsProbeSet(ProbeSet):
 
     def __len__(self) -> int:
         return self.n_images
-
-    def _index(self, i: int) -> int:
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise TypeError(f"image index must be an integer, got {type(i).__name__}") from None
-        if not 0 <= i < self.n_images:
-            raise IndexError(f"image index {i} out of range for {self.n_images} images")
-        return i
 
     def level(self, i: int) -> int:
         """Variation level (0, 3 or 6) of image ``i``."""

@@ -35,7 +35,6 @@ import io
 import json
 import logging
 import numbers
-import operator
 import os
 import tempfile
 import warnings
@@ -393,15 +392,6 @@ class TextureNoiseProbeSet(ProbeSet):
 
     def __len__(self) -> int:
         return len(self.families) * self.n_samples * len(KINDS)
-
-    def _index(self, i: int) -> int:
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise TypeError(f"image index must be an integer, got {type(i).__name__}") from None
-        if not 0 <= i < len(self):
-            raise IndexError(f"image index {i} out of range for {len(self)} images")
-        return i
 
     def locate(self, i: int) -> tuple[str, int, str]:
         """``(family, sample, kind)`` of image ``i``: i = (sample * n_families + family) * 2 + kind."""
