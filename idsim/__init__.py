@@ -6,7 +6,7 @@ The steps of a run, usable from Python::
     target = idsim.build_model("resnet18", weights="random", seed=0)
     source = idsim.build_model("resnet18", weights="random", seed=1)
     probe = idsim.load_probe_set({"name": "shapes", "n_images": 64})
-    metric = idsim.Metric.from_config("cka")
+    metric = idsim.load_metric("cka")                # a preset of conf/metric, or {"kind": "cka", ...}
     t = idsim.extract(target, probe, metric.plan("target"))
     s = idsim.extract(source, probe, metric.plan("source"))
     scores = idsim.score_layers(s, t, metric)      # tidy layer x layer table
@@ -17,8 +17,9 @@ import importlib
 # `python -m idsim.models` does not find its own module already imported.
 _EXPORTS = {
     "build_model": "models", "Model": "models", "load_probe_set": "datasets", "ProbeSet": "datasets",
-    "extract": "features", "Plan": "features", "FeatureSet": "features", "LayerData": "features",
-    "Metric": "scoring", "score_layers": "scoring", "IdsimError": "errors",
+    "extract": "features", "Plan": "featureset", "FeatureSet": "featureset", "LayerData": "featureset",
+    "load_metric": "config", "compose": "config", "Metric": "metrics.base", "score_layers": "scoring",
+    "IdsimError": "errors", "run_experiment": "experiment",
 }
 
 
@@ -28,14 +29,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'idsim' has no attribute {name!r}")
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["build_model", "Model", "load_probe_set", "ProbeSet", "extract", "Plan", "FeatureSet", "LayerData", "Metric",
-           "score_layers", "IdsimError", "run_experiment", "__version__"]
-
-
-def run_experiment(cfg, out_dir=None):
-    """Run a whole experiment from a composed config (see :mod:`idsim.experiment`)."""
-    from .experiment import run_experiment as _run
-
-    return _run(cfg, out_dir)
+__all__ = [*_EXPORTS, "__version__"]

@@ -1,6 +1,6 @@
 """The command-line application behind ``run.py`` (Hydra).
 
-:func:`task` runs one job and keeps its ``status.json`` (see :mod:`idsim.sweep`); in a sweep it
+:func:`task` runs one job and keeps its ``status.json`` (see :mod:`idsim.jobs`); in a sweep it
 skips a job that already finished with the same config, and a failed job re-raises as one line.
 :func:`launch` checks the command line, runs Hydra, and when a sweep had failed jobs still writes
 the sweep summary and names the failures before exiting with status 1.
@@ -15,23 +15,13 @@ import sys
 
 from omegaconf import DictConfig
 
-from . import sweep
-from .config import check_overrides, register_models
-from .errors import IdsimError
+from . import jobs, schema
+from .config import check_overrides
+from .errors import IdsimError, report
 
 log = logging.getLogger("idsim")
 
-register_models()
-
-
-def is_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:
-        return False
+schema.register()
 
 
 def task(cfg: DictConfig) -> float:
@@ -43,7 +33,7 @@ def task(cfg: DictConfig) -> float:
     """
     from .experiment import run_experiment
 
-    job = sweep.Job.current(cfg)
+    job = jobs.Job.current(cfg)
     if job.multirun:
         stored = job.stored_result()
         if stored is not None:
@@ -57,17 +47,17 @@ def task(cfg: DictConfig) -> float:
         if job.multirun:
             raise job.failure() from e
         if isinstance(e, IdsimError):
-            print(f"idsim: error: {e}", file=sys.stderr)
+            report(e)
             sys.exit(2)
         raise
-    fields = sweep.result_fields(result)
+    fields = jobs.result_fields(result)
     job.done(fields)
     mean = fields["mean_identifiability_index"]
     return float("nan") if mean is None else mean
 
 
 def launch(main, argv: list[str] | None = None) -> None:
-    """Check the command line for unknown config options, then hand over to Hydra.
+    """Check the command line, then hand over to Hydra.
 
     Hydra ends a sweep with a failed job by printing that job's error and exiting with status 1,
     without calling ``on_multirun_end``: the summary of the other jobs is written here instead,
@@ -77,13 +67,15 @@ def launch(main, argv: list[str] | None = None) -> None:
     try:
         check_overrides(argv)
     except IdsimError as e:
-        print(f"idsim: error: {e}", file=sys.stderr)
+        report(e)
         sys.exit(2)
     try:
         main()
     except (SystemExit, Exception) as e:
+        from . import sweep
+
         code = e.code if isinstance(e, SystemExit) else 1
         if code in (0, None) or sweep.active_sweep() is None:
             raise
-        print(f"idsim: error: {sweep.finish_failed_sweep()}", file=sys.stderr)
+        report(sweep.finish_failed_sweep())
         sys.exit(1)

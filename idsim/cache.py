@@ -4,8 +4,9 @@ An entry holds what extraction kept of every layer of one model on one probe set
 RDMs, projected features, sampled units: a :class:`~idsim.features.FeatureSet`). Its key is a
 hash of everything that changes those numbers:
 
-- the model: library, name, weights (``random`` + seed; ``imagenet``; or a checkpoint's content
-  hash), the layers (``default`` resolves through idsim's layer tables, versioned below);
+- the system (:meth:`~idsim.systems.base.System.identity`): for a network its library, name,
+  weights (``random`` + seed; ``imagenet``; or a checkpoint's content hash) and the resolved list
+  of layers (so a change of a family's default layers is a new key, with no version to bump);
 - the preprocessing, which is the library's own for that model and weights (pinned by the
   library versions);
 - the probe set's identity (generator parameters or a digest of its files) and image count;
@@ -37,12 +38,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .features import FeatureSet, LayerData, Plan
+from .featureset import FeatureSet, LayerData, Plan
 
 log = logging.getLogger(__name__)
 
-#: bump when what extraction computes for a given key changes (reductions, default layers...)
-FORMAT = 2
+#: bump when what extraction computes for a given key changes (the reductions' code)
+FORMAT = 3
 _STALE_TMP_S = 24 * 3600  # temporary folders older than this belong to dead writers
 
 
@@ -74,18 +75,6 @@ def file_digest(path: Path | str, _memo: dict = {}) -> str:  # noqa: B006 - per-
     return _memo[memo_key]
 
 
-def model_identity(name: str, library: str, weights: str, seed: int | None, layers) -> dict[str, Any]:
-    """What determines a model's activations, known before the model is built."""
-    ident: dict[str, Any] = {"name": name, "library": library, "weights": weights,
-                             "layers": "default" if layers is None else [str(x) for x in layers]}
-    if weights == "random":
-        ident["seed"] = seed
-    elif weights != "imagenet":
-        ident["weights"] = "checkpoint"
-        ident["checkpoint_sha256"] = file_digest(Path(weights).expanduser())
-    return ident
-
-
 def make_key(model: dict, probe: dict, plan: Plan, settings: dict) -> tuple[str, dict]:
     """The entry key (hex SHA-256) and the description it hashes."""
     desc = {"model": model, "probe": probe, "plan": {f.name: getattr(plan, f.name) for f in fields(plan)},
@@ -94,7 +83,7 @@ def make_key(model: dict, probe: dict, plan: Plan, settings: dict) -> tuple[str,
     return hashlib.sha256(blob.encode()).hexdigest(), desc
 
 
-_ARRAYS = ("gram", "features", "units", "unit_index", "rdm")
+_ARRAYS = ("features", "units", "unit_index")  # LayerData arrays; ``grams`` are stored as "<i>.gram.<kind>"
 
 
 class FeatureCache:
@@ -125,6 +114,7 @@ class FeatureCache:
                 for a in _ARRAYS:
                     if f"{i}.{a}" in arrays:
                         setattr(d, a, arrays[f"{i}.{a}"])
+                d.grams = {k.rsplit(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{i}.gram.")}
                 fs.layers[d.name] = d
             return fs
         except Exception as e:  # anything unreadable is a miss; remove it so it is recomputed
@@ -141,12 +131,14 @@ class FeatureCache:
         try:
             arrays, layers = {}, []
             for i, d in enumerate(features.layers.values()):
-                scalars = {f.name: getattr(d, f.name) for f in fields(d) if f.name not in _ARRAYS}
+                scalars = {f.name: getattr(d, f.name) for f in fields(d) if f.name not in (*_ARRAYS, "grams")}
                 layers.append({"fields": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in scalars.items()}})
                 for a in _ARRAYS:
                     v = getattr(d, a)
                     if v is not None:
                         arrays[f"{i}.{a}"] = np.ascontiguousarray(v)
+                for kind, v in d.grams.items():
+                    arrays[f"{i}.gram.{kind}"] = np.ascontiguousarray(v)
             with open(tmp / "arrays.npz", "wb") as f:
                 np.savez(f, **arrays)
                 f.flush()
@@ -177,6 +169,9 @@ class FeatureCache:
         if hit is not None:
             return hit, True
         features = compute()
+        if not any(d.grams or d.features is not None or d.units is not None for d in features.layers.values()):
+            log.warning("features of %s hold no arrays: not cached", features.model)
+            return features, False
         try:
             self.put(key, features, desc)
         except OSError as e:  # a full or read-only disk must not lose the computed features
@@ -201,3 +196,25 @@ class FeatureCache:
                     shutil.rmtree(p, ignore_errors=True)
             except OSError:
                 pass
+
+
+def cached_features(system, probe, plan: Plan, settings, root: Path | str | None) -> tuple[FeatureSet, bool]:
+    """(features, hit): ``system``'s features on ``probe`` from the cache under ``root``, or extracted and stored.
+
+    ``settings`` (an :class:`~idsim.schema.ExtractionConfig`) adds what changes the numbers beyond the
+    plan: the exact-value budget and projection size, and the device type.
+    """
+    def compute() -> FeatureSet:
+        return system.extract(probe, plan, settings)
+
+    if root is None:
+        return compute(), False
+    from .features import resolve_device
+
+    key, desc = make_key(system.identity(), {"name": probe.name, "n_images": len(probe), **probe.identity()}, plan,
+                         {"exact_max_mb": settings.exact_max_mb, "gram_dim": settings.gram_dim,
+                          "device": resolve_device(settings.device).type})
+    feats, hit = FeatureCache(root).get_or_compute(key, desc, compute)
+    if hit:
+        log.info("%s: features from the cache (%s)", system.label, key[:12])
+    return feats, hit

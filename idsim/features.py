@@ -3,15 +3,14 @@
 The hooks reduce each layer's output the moment the module returns it, so later in-place
 operations cannot corrupt what was recorded, and nothing but one batch of one layer is ever
 held whole. After the last batch, :func:`extract` turns the reducers into :class:`LayerData`:
-the centred Gram matrix (for CKA and RSA), the projected features (source side of regression)
-and the sampled units (target side of regression).
+the Gram matrices of the kept units' patterns (CKA, RSA), the projected features (source side of
+regression) and the sampled units (target side of regression).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -21,75 +20,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from .datasets.base import ProbeSet
 from .errors import IdsimError
+from .featureset import FeatureSet, LayerData, Plan
+from .gram import pattern_gram
 from .models import Model
-from .metrics.rsa import gram_kind, rdm_from_gram
-from .reduce import (DEFAULT_RAM_BUDGET, SparseProjection, UnitStats, UnitStore, centred_gram, jl_dim, layer_rng,
-                     pattern_gram, sample_units)
+from .reduce import DEFAULT_RAM_BUDGET, SparseProjection, UnitStats, UnitStore, jl_dim, layer_rng, sample_units
 
 DEFAULT_EXACT_BUDGET = 1024 * 2**20  # bytes of exact values per layer; wider layers are projected for Grams
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What to keep of every layer of one model.
-
-    gram:        compute the centred Gram matrix of the kept units (CKA, RSA).
-    units:       keep (up to ``max_units`` of) the kept units' values (target side of regression).
-    project:     keep a sparse random projection to ``n_components`` dims (source side of regression);
-                 ``"auto"`` = Johnson-Lindenstrauss bound at eps 0.1 for the number of images. Layers
-                 no wider than that are kept exactly.
-    rdm:         compute the condensed RDM of the kept units (RSA): correlation | euclidean | cosine.
-    unit_ratio:  fraction of each layer's units kept, sampled without replacement with ``seed``.
-    drop_constant: drop units with zero variance over the probe images (and count them).
-    """
-
-    gram: bool = True
-    units: bool = False
-    max_units: int | None = None
-    project: int | str | None = None
-    rdm: str | None = None
-    unit_ratio: float = 1.0
-    drop_constant: bool = False
-    seed: int = 0
-
-
-@dataclass
-class LayerData:
-    """What a layer of one model contributes to the metrics."""
-
-    name: str
-    n_units: int                      # units in the layer (flattened output)
-    n_sampled: int                    # units kept by unit_ratio
-    n_constant: int = 0               # kept units dropped for zero variance
-    gram: np.ndarray | None = None    # (n, n) float64 Gram of centred kept units
-    features: np.ndarray | None = None  # (n, q) float32: projected (or exact narrow) features
-    units: np.ndarray | None = None   # (n, m) float32: values of kept units (at most max_units)
-    rdm: np.ndarray | None = None     # (n (n-1) / 2,) float64 condensed RDM of the kept units
-    unit_index: np.ndarray | None = None  # indices (into the flattened layer) of ``units``
-    projected: bool = False           # regression features are a sparse random projection
-    approximate: bool = False         # gram/rdm come from a sparse random projection (layer beyond the exact budget)
-
-    @property
-    def n_kept(self) -> int:
-        return self.n_sampled - self.n_constant
-
-
-@dataclass
-class FeatureSet:
-    """Per-layer data of one model on one probe set, in layer order."""
-
-    model: str
-    layers: dict[str, LayerData] = field(default_factory=dict)
-    n_images: int = 0
-
-    def __getitem__(self, layer: str) -> LayerData:
-        return self.layers[layer]
-
-    @property
-    def layer_names(self) -> list[str]:
-        return list(self.layers)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -102,7 +40,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     except RuntimeError as e:
         raise IdsimError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise IdsimError(f"device={device} asked for but CUDA is not available here; use device=auto or device=cpu")
+        raise IdsimError(f"extraction.device={device} asked for but CUDA is not available here; use extraction.device=auto"
+                         f" or extraction.device=cpu")
     return dev
 
 
@@ -174,8 +113,8 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
 
         ram_left = [ram_budget]  # exact values kept in RAM, over all layers; the rest is spilled to scratch
 
-        def store(units: np.ndarray, name: str) -> UnitStore:
-            st = UnitStore(n, units, scratch=tmp, ram_budget=ram_left[0], name=name)
+        def store(units: np.ndarray, name: str, width: int) -> UnitStore:
+            st = UnitStore(n, units, scratch=tmp, ram_budget=ram_left[0], name=name, n_features=width)
             if st.path is None:
                 ram_left[0] -= st.data.nbytes
             return st
@@ -184,13 +123,13 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
             red = {}
             sampled = sample_units(p, plan.unit_ratio, plan.seed, layer)
             exact = exact_budget is None or n * sampled.size * 4 <= exact_budget
-            if (plan.gram or plan.rdm) and exact:  # exact values of the sampled units
-                red["units"] = store(sampled, layer)
-            elif plan.gram or plan.rdm:  # too wide for the exact budget: Grams from a sparse random projection
+            if plan.grams and exact:  # exact values of the sampled units
+                red["units"] = store(sampled, layer, p)
+            elif plan.grams:  # too wide for the exact budget: Grams from a sparse random projection
                 q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
-                if plan.gram or gram_kind(plan.rdm) != "row":
+                if {"column", "raw"} & set(plan.grams):
                     red["gram_proj"] = SparseProjection(n, p, q, plan.seed, layer, units=sampled, purpose="gram")
-                if plan.rdm and gram_kind(plan.rdm) == "row":
+                if "row" in plan.grams:
                     red["row_proj"] = SparseProjection(n, p, q, plan.seed, layer, units=sampled, row_centre=True,
                                                        purpose="gram")
                 red["stats"] = UnitStats(sampled)
@@ -200,13 +139,13 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
                     order = order[:min(order.size, 4 * plan.max_units)]  # enough to replace constant units
                 red["order"] = order
                 if "units" not in red or order.size < sampled.size:
-                    red["target_units"] = store(np.sort(order), layer + ".target")
+                    red["target_units"] = store(np.sort(order), layer + ".target", p)
                     if "units" not in red and "stats" not in red:
                         red["stats"] = UnitStats(sampled)
-            if plan.project is not None:  # regression features: projected if wider than the projection
-                q = jl_dim(n) if plan.project == "auto" else int(plan.project)
+            if plan.features:  # regression features: projected if wider than the projection
+                q = p if plan.project is None else jl_dim(n) if plan.project == "auto" else int(plan.project)
                 red["features"] = SparseProjection(n, p, q, plan.seed, layer) if p > q else \
-                    store(np.arange(p), layer + ".features")
+                    store(np.arange(p), layer + ".features", p)
             red["sampled"] = sampled
             return red
 
@@ -289,23 +228,15 @@ def _finalize(layer: str, p: int, red: dict, plan: Plan) -> LayerData:
             raise IdsimError(f"layer {layer!r}: all {constant.size} sampled units are constant over the probe images")
         if store is not None:
             mean = store.mean()
-            if plan.gram:
-                data.gram = centred_gram(store.data, mean)  # constant units add exactly 0
-            if plan.rdm:
-                kind = gram_kind(plan.rdm)
-                G = data.gram if kind == "column" and data.gram is not None else \
-                    pattern_gram(store.data, kind, mean=mean, columns=keep if keep.size < constant.size else None)
-                data.rdm = rdm_from_gram(G, plan.rdm)
-        elif plan.gram or plan.rdm:
+            columns = keep if keep.size < constant.size else None
+            for kind in plan.grams:  # constant units add exactly 0 to the column-centred Gram
+                data.grams[kind] = pattern_gram(store.data, kind, mean=mean if kind == "column" else None,
+                                                columns=None if kind == "column" else columns)
+        elif plan.grams:
             data.approximate = True
-            proj = red.get("gram_proj")
-            if plan.gram:
-                data.gram = centred_gram(proj.data)  # centring commutes with the (linear) projection
-            if plan.rdm:
-                kind = gram_kind(plan.rdm)
-                G = data.gram if kind == "column" and data.gram is not None else \
-                    pattern_gram(red["row_proj"].data if kind == "row" else proj.data, "raw" if kind != "column" else kind)
-                data.rdm = rdm_from_gram(G, plan.rdm)
+            for kind in plan.grams:  # centring commutes with the (linear) projection
+                proj = red["row_proj"] if kind == "row" else red["gram_proj"]
+                data.grams[kind] = pattern_gram(proj.data, "column" if kind == "column" else "raw")
         if plan.units:
             src: UnitStore = red.get("target_units") or store
             order = red["order"]

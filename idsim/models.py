@@ -23,87 +23,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import IdsimError
-
-LIBRARIES = ("torchvision", "timm")
-
-
-def _memo_names(library: str, compute: Callable[[], list[str]]) -> tuple[str, ...]:
-    """A library's model names, remembered on disk per library version (listing them takes seconds)."""
-    import importlib.metadata
-    import json
-    import os
-
-    try:
-        version = importlib.metadata.version(library)
-        root = Path(os.environ.get("IDSIM_CACHE_DIR") or Path.home() / ".cache" / "idsim")
-        path = root / "model_names" / f"{library}-{version}.json"
-        if path.is_file():
-            return tuple(json.loads(path.read_text()))
-    except Exception:
-        path = None
-    names = tuple(sorted(compute()))
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(names))
-            os.replace(tmp, path)
-        except OSError:
-            pass
-    return names
-
-
-@functools.lru_cache(maxsize=None)
-def torchvision_models() -> tuple[str, ...]:
-    def compute():
-        import torchvision
-
-        return torchvision.models.list_models(module=torchvision.models)
-
-    return _memo_names("torchvision", compute)
-
-
-@functools.lru_cache(maxsize=None)
-def timm_models() -> tuple[str, ...]:
-    def compute():
-        import timm
-
-        return timm.list_models()
-
-    return _memo_names("timm", compute)
-
-
-def all_model_names() -> list[str]:
-    """Every model name idsim can build (torchvision's classification models, then timm's)."""
-    return sorted(set(torchvision_models()) | set(timm_models()))
-
-
-def resolve_library(name: str, library: str = "auto") -> str:
-    """Which library builds ``name``: torchvision first (as the papers used it), then timm."""
-    if library not in ("auto", *LIBRARIES):
-        raise IdsimError(f"unknown model library {library!r}; valid: auto, torchvision, timm")
-    if library in ("auto", "torchvision") and name in torchvision_models():
-        return "torchvision"
-    if library in ("auto", "timm") and name in timm_models():
-        return "timm"
-    other = {"torchvision": timm_models(), "timm": torchvision_models()}.get(library, ())
-    if name in other:
-        owner = "timm" if library == "torchvision" else "torchvision"
-        raise IdsimError(f"{name!r} is not a {library} classification model but a {owner} one;"
-                         f" use library=auto or library={owner}")
-    where = "torchvision or timm" if library == "auto" else library
-    raise IdsimError(f"unknown model {name!r}: not a {where} classification model{did_you_mean(name)}")
-
-
-def did_you_mean(name: str, choices=None) -> str:
-    """A hint naming the closest valid names (and how to list all models when no list is given)."""
-    pool = all_model_names() if choices is None else list(choices)
-    close = difflib.get_close_matches(name, pool, n=4, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    if choices is None:
-        hint += " (list them all: python -m idsim.models list)"
-    return hint
+from .errors import IdsimError, cli
+from .model_names import (LIBRARIES, all_model_names, did_you_mean, resolve_library, timm_models,  # noqa: F401
+                          torchvision_models)
 
 
 @dataclass
@@ -215,7 +137,8 @@ def _offline_hint(name: str, library: str) -> str:
     )
 
 
-def _load_checkpoint(module: nn.Module, path: Path, name: str) -> None:
+def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict (``weights_only``: a pickle cannot run code), unwrapped and without DDP prefixes."""
     if not path.is_file():
         raise IdsimError(f"checkpoint {str(path)!r} for {name} not found; weights must be random, imagenet or an existing file")
     try:
@@ -229,6 +152,11 @@ def _load_checkpoint(module: nn.Module, path: Path, name: str) -> None:
         raise IdsimError(f"checkpoint {str(path)!r} does not hold a state dict (a mapping of parameter names to tensors)")
     if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
         obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def match_state_dict(module: nn.Module, obj: dict[str, torch.Tensor], path: Path, name: str) -> None:
+    """Raise one line when a state dict's keys or shapes differ from the module's (works on the meta device)."""
     own = module.state_dict()
     missing = [k for k in own if k not in obj]
     unexpected = [k for k in obj if k not in own]
@@ -243,7 +171,21 @@ def _load_checkpoint(module: nn.Module, path: Path, name: str) -> None:
             k = shape[0]
             parts.append(f"{len(shape)} shape mismatches ({k}: {tuple(obj[k].shape)} vs {tuple(own[k].shape)})")
         raise IdsimError(f"checkpoint {str(path)!r} does not match {name}: " + "; ".join(parts))
+
+
+def _load_checkpoint(module: nn.Module, path: Path, name: str) -> None:
+    obj = read_state_dict(path, name)
+    match_state_dict(module, obj, path, name)
     module.load_state_dict(obj, strict=True)
+
+
+def meta_module(name: str, library: str) -> nn.Module | None:
+    """The network without weights (meta device: no memory, no initialisation), or None if it cannot be built so."""
+    try:
+        with torch.device("meta"):
+            return _construct(name, library, pretrained=False)
+    except Exception:  # some constructors compute at init
+        return None
 
 
 def build_model(name: str, weights: str = "random", seed: int | None = 0, library: str = "auto") -> Model:
@@ -299,10 +241,10 @@ def download(name: str, library: str = "auto") -> str:
     return library
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     """``python -m idsim.models list | layers NAME | download NAME``."""
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(prog="python -m idsim.models", description=main.__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -315,25 +257,21 @@ def main(argv: list[str] | None = None) -> int:
     dl = sub.add_parser("download", help="pre-download ImageNet weights into the library cache")
     dl.add_argument("names", nargs="+")
     a = p.parse_args(argv)
-    try:
-        if a.cmd == "list":
-            for lib, names in (("torchvision", torchvision_models()), ("timm", timm_models())):
-                for n in names:
-                    if a.pattern is None or a.pattern in n:
-                        print(f"{lib}\t{n}")
-        elif a.cmd == "layers":
-            m = build_model(a.name, weights="random", seed=0, library=a.library)
-            names = m.layer_names() if a.all else m.default_layers
+    if a.cmd == "list":
+        for lib, names in (("torchvision", torchvision_models()), ("timm", timm_models())):
             for n in names:
-                mark = "*" if a.all and n in m.default_layers else ""
-                print(f"{n}{mark}")
-        else:
-            for n in a.names:
-                lib = download(n)
-                print(f"downloaded {n} ({lib})")
-    except IdsimError as e:
-        print(f"idsim: error: {e}", file=sys.stderr)
-        return 2
+                if a.pattern is None or a.pattern in n:
+                    print(f"{lib}\t{n}")
+    elif a.cmd == "layers":
+        m = build_model(a.name, weights="random", seed=0, library=a.library)
+        names = m.layer_names() if a.all else m.default_layers
+        for n in names:
+            mark = "*" if a.all and n in m.default_layers else ""
+            print(f"{n}{mark}")
+    else:
+        for n in a.names:
+            lib = download(n)
+            print(f"downloaded {n} ({lib})")
     return 0
 
 

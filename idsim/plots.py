@@ -57,6 +57,9 @@ __all__ = [
     "plot_layer_heatmaps",
     "plot_best_scores",
     "plot_identifiability",
+    "plot_mean_index",
+    "plot_index_by_layer",
+    "save_figure",
     "sanitize_filename",
     "source_colors",
 ]
@@ -191,7 +194,8 @@ def _label_width_in(labels: Sequence[str], fontsize: float) -> float:
     return longest * fontsize * 0.6 / 72.0
 
 
-def _save(fig: Figure, path: str | PathLike[str]) -> Path:
+def save_figure(fig: Figure, path: str | PathLike[str]) -> Path:
+    """Draw ``fig`` with Agg and write it as a PNG (parents created); the one way idsim saves a figure."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)  # attaches the Agg canvas to the figure
@@ -338,7 +342,7 @@ def plot_layer_heatmap(
     cbar.ax.tick_params(labelsize=8)
     cbar.outline.set_visible(False)
 
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_layer_heatmaps(
@@ -514,7 +518,7 @@ def plot_best_scores(
               fontsize=9, title="source", title_fontsize=9, alignment="left",
               borderaxespad=0.0)
 
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- identifiability
@@ -605,4 +609,117 @@ def plot_identifiability(ident: pd.DataFrame, path: str | PathLike[str]) -> Path
               frameon=False, fontsize=8, borderaxespad=0.2, handlelength=1.2,
               columnspacing=1.2)
 
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- sweep figures
+
+def _levels(values: pd.Series) -> list:
+    """Distinct values in a readable order: numbers ascending, text in order of appearance."""
+    uniq = list(dict.fromkeys(values.tolist()))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in uniq):
+        return sorted(uniq)
+    return uniq
+
+
+def _job_means(jobs: pd.DataFrame, ident: pd.DataFrame) -> pd.DataFrame:
+    """One row per job: its swept values, state and mean identifiability index over target layers."""
+    df = jobs.copy()
+    if not ident.empty:
+        means = ident.groupby("job")["identifiability_index"].mean()
+        df["mean_index"] = df["job"].map(means)
+    else:
+        df["mean_index"] = float("nan")
+    return df
+
+
+def _cell_text(state: str, value: float) -> tuple[str, str]:
+    if state != "done":
+        return ("failed" if state == "failed" else state), "#b2182b"
+    if value is None or not math.isfinite(value):
+        return "n/a", "#777777"
+    return f"{value:+.3f}", "black"
+
+
+def plot_mean_index(jobs: pd.DataFrame, ident: pd.DataFrame, swept: Sequence[str], path: Path) -> Path:
+    """Mean identifiability index over target layers for every job, laid out by the swept variables.
+
+    One swept variable: bars. Two or more: a heatmap, columns the variable with the fewest values,
+    rows every combination of the others; failed jobs are marked "failed", undefined indices "n/a".
+    """
+
+    df = _job_means(jobs, ident)
+    swept = [k for k in swept if k in df.columns]
+    fig = Figure()
+    if len(swept) <= 1:
+        key = swept[0] if swept else "job"
+        order = _levels(df[key])
+        labels = [str(v) for v in order]
+        vals = [df.loc[df[key] == v, "mean_index"].mean() for v in order]
+        states = [df.loc[df[key] == v, "state"].iloc[0] for v in order]
+        fig.set_size_inches(max(4.0, 0.8 * len(order) + 2.0), 3.8)
+        ax = fig.add_subplot()
+        heights = [v if math.isfinite(v) else 0.0 for v in vals]
+        ax.bar(range(len(order)), heights, color=["#2166ac" if h >= 0 else "#b2182b" for h in heights])
+        for xi, (h, v, st) in enumerate(zip(heights, vals, states)):
+            text, color = _cell_text(st, v)
+            ax.text(xi, h, text, ha="center", va="bottom" if h >= 0 else "top", fontsize=8, color=color)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        long = max(map(len, labels), default=0) > 8
+        ax.set_xticks(range(len(order)), labels, rotation=30 if long else 0, ha="right" if long else "center")
+        ax.set_xlabel(key)
+        ax.set_ylabel("mean identifiability index")
+    else:
+        col = min(reversed(swept), key=lambda k: len(_levels(df[k])))
+        rows = [k for k in swept if k != col]
+        col_levels = _levels(df[col])
+        row_keys = list(dict.fromkeys(tuple(r) for r in df[rows].itertuples(index=False, name=None)))
+        grid = np.full((len(row_keys), len(col_levels)), np.nan)
+        texts = [[("", "black")] * len(col_levels) for _ in row_keys]
+        for _, r in df.iterrows():
+            i = row_keys.index(tuple(r[k] for k in rows))
+            j = col_levels.index(r[col])
+            v = r["mean_index"]
+            grid[i, j] = v if r["state"] == "done" else np.nan
+            texts[i][j] = _cell_text(r["state"], v)
+        finite = grid[np.isfinite(grid)]
+        lim = max(float(np.abs(finite).max()) if finite.size else 1.0, 1e-6)
+        row_labels = [", ".join(f"{k}={v}" for k, v in zip(rows, key)) for key in row_keys]
+        fig.set_size_inches(max(4.5, 1.3 * len(col_levels) + 0.09 * max(map(len, row_labels)) + 1.5),
+                            max(2.5, 0.45 * len(row_keys) + 1.5))
+        ax = fig.add_subplot()
+        im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+        for i, row in enumerate(texts):
+            for j, (text, color) in enumerate(row):
+                ax.text(j, i, text, ha="center", va="center", fontsize=9, color=color)
+        ax.set_xticks(range(len(col_levels)), [str(v) for v in col_levels])
+        ax.set_yticks(range(len(row_keys)), row_labels)
+        ax.set_xlabel(col)
+        fig.colorbar(im, ax=ax, label="mean identifiability index")
+    n_done = int((df["state"] == "done").sum())
+    ax.set_title(f"Identifiability index, mean over target layers ({n_done} of {len(df)} jobs done)", fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_index_by_layer(ident: pd.DataFrame, swept: Sequence[str], path: Path) -> Path:
+    """Identifiability index per target layer: one panel per target model, one line per job."""
+
+    targets = list(dict.fromkeys(ident["target"].astype(str))) if "target" in ident else [""]
+    others = [k for k in swept if k != "target" and k in ident.columns]
+    fig = Figure(figsize=(6.5, 3.2 * len(targets)))
+    for n, target in enumerate(targets):
+        ax = fig.add_subplot(len(targets), 1, n + 1)
+        part = ident[ident["target"].astype(str) == target] if target else ident
+        layers = part.drop_duplicates("target_layer_index").sort_values("target_layer_index")
+        for job, g in part.groupby("job", sort=False):
+            g = g.sort_values("target_layer_index")
+            label = ", ".join(f"{k}={g[k].iloc[0]}" for k in others) or str(job)
+            ax.plot(g["target_layer_index"], g["identifiability_index"], marker="o", markersize=3, label=label)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(layers["target_layer_index"], layers["target_layer"].astype(str), rotation=45, ha="right",
+                      fontsize=7)
+        ax.set_ylabel("identifiability index")
+        ax.set_xlabel("target layer")
+        ax.set_title(f"target {target}" if target else "identifiability index by target layer", fontsize=10)
+        ax.legend(fontsize=7, frameon=False, loc="best")
+    return save_figure(fig, path)

@@ -16,7 +16,6 @@ The memory bound of a run is therefore set here, layer by layer, and nowhere els
 from __future__ import annotations
 
 import math
-import mmap
 import zlib
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from .errors import IdsimError
+from .gram import release
 
 DEFAULT_RAM_BUDGET = 1024 * 2**20  # bytes of exact values kept in RAM (all layers) before spilling to disk
 
@@ -86,7 +86,7 @@ class UnitStore:
     """Exact values of selected units for every image: RAM below a budget, a scratch file above."""
 
     def __init__(self, n_images: int, units: np.ndarray, scratch: Path | None = None, ram_budget: int = DEFAULT_RAM_BUDGET,
-                 name: str = "layer"):
+                 name: str = "layer", n_features: int | None = None):
         self.units = np.asarray(units)
         self.n_images = n_images
         shape = (n_images, self.units.size)
@@ -98,7 +98,9 @@ class UnitStore:
             self.data = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=shape)
         else:
             self.data = np.empty(shape, dtype=np.float32)
-        self._all = self.units.size == 0 or (self.units[0] == 0 and self.units[-1] == self.units.size - 1)
+        # every unit of the layer, in order: no column selection needed (``n_features``: the layer's width)
+        self._all = n_features is not None and self.units.size == n_features and \
+            bool(self.units.size == 0 or (self.units[0] == 0 and self.units[-1] == n_features - 1))
         self._index: torch.Tensor | None = None
         self._sum: torch.Tensor | None = None   # float64 column sums, for the mean
         self._min: torch.Tensor | None = None   # column minima and maxima: a unit is constant iff they agree
@@ -135,76 +137,6 @@ class UnitStore:
             del self.data
             self.path.unlink(missing_ok=True)
             self.path = None
-
-
-def release(arr) -> None:
-    """Drop a memory-mapped array's pages from this process (they stay in the file / page cache).
-
-    Pages of a shared file mapping that were written or read count towards the process's resident
-    memory until unmapped; without this a spilled layer would end up resident after all.
-    """
-    mm = getattr(arr, "_mmap", None)
-    if mm is None and isinstance(getattr(arr, "base", None), mmap.mmap):
-        mm = arr.base
-    if mm is not None and hasattr(mm, "madvise"):
-        try:
-            mm.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):
-            pass
-
-
-def centred_gram(data: np.ndarray, mean: np.ndarray | None = None, chunk_bytes: int = 64 * 2**20) -> np.ndarray:
-    """Gram matrix (float64) of column-centred features, reading column chunks of ``data``.
-
-    Centring the features before the product (not the Gram after it) keeps the result exact
-    for activations with large means. Constant columns centre to exactly 0 and add nothing.
-    """
-    return pattern_gram(data, "column", mean=mean, chunk_bytes=chunk_bytes)
-
-
-def pattern_gram(data: np.ndarray, kind: str = "column", mean: np.ndarray | None = None, columns: np.ndarray | None = None,
-                 chunk_bytes: int = 64 * 2**20) -> np.ndarray:
-    """Gram matrix (float64) of the rows of ``data`` (images x units), read in column chunks.
-
-    ``kind``: ``"column"`` centres every unit over images first (CKA; Euclidean RDMs),
-    ``"row"`` centres every image's pattern over units first (correlation RDMs), ``"raw"``
-    centres nothing (cosine RDMs). ``columns`` restricts the units used (e.g. non-constant ones).
-    """
-    n, p = data.shape
-    cols = np.arange(p) if columns is None else np.asarray(columns)
-    step = max(1, chunk_bytes // (8 * max(n, 1)))
-    chunks = [cols[c:c + step] for c in range(0, cols.size, step)]
-
-    def block(c: np.ndarray) -> np.ndarray:
-        contiguous = c.size and c[-1] - c[0] == c.size - 1
-        out = np.array(data[:, c[0]:c[-1] + 1] if contiguous else data[:, c], dtype=np.float64)
-        release(data)
-        return out
-
-    in_ram = not isinstance(data, np.memmap) and columns is None  # then numpy reduces without float64 copies
-    if kind == "column":
-        if mean is None and in_ram:
-            mean = np.asarray(data.mean(0, dtype=np.float64))
-        elif mean is None:
-            mean = np.zeros(p)
-            for c in chunks:
-                mean[c] = block(c).mean(0)
-    elif kind == "row":
-        rows = np.zeros(n)  # the same chunked sums in RAM and on disk: identical results either way
-        for c in chunks:
-            rows += block(c).sum(1)
-        rows /= max(cols.size, 1)
-    elif kind != "raw":
-        raise ValueError(f"unknown Gram kind {kind!r}")
-    gram = np.zeros((n, n))
-    for c in chunks:
-        b = block(c)
-        if kind == "column":
-            b -= mean[c]
-        elif kind == "row":
-            b -= rows[:, None]
-        gram += b @ b.T
-    return gram
 
 
 class UnitStats:

@@ -51,7 +51,7 @@ class WandbTracker(NullTracker):
                                   job_type=job_type, dir=str(out_dir), config=config, mode=mode, reinit="finish_previous",
                                   settings=wandb.Settings(quiet=True, console="off", x_disable_stats=True))
         except Exception as e:  # online without credentials, ...
-            hint = " (offline mode needs no account: wandb.mode=offline)" if mode == "online" else ""
+            hint = " (offline mode needs no account: logger.mode=offline)" if mode == "online" else ""
             raise IdsimError(f"could not start a W&B run in {mode} mode: {str(e).splitlines()[0][:200]}{hint};"
                              f" or turn logging off with logger=none") from e
         self.run_dir = Path(self.run.dir).parent if getattr(self.run, "dir", None) else None
@@ -79,7 +79,7 @@ def sweep_identity() -> tuple[str, str] | None:
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN:
             return None
-        from .sweep import sweep_group
+        from .jobs import sweep_group
 
         # the job's folder name: its swept overrides, e.g. metric=cka,target=vgg11
         return sweep_group(hc.sweep.dir), Path(hc.runtime.output_dir).name
@@ -87,20 +87,20 @@ def sweep_identity() -> tuple[str, str] | None:
         return None
 
 
-def make_tracker(logger: str, out_dir: Path, config: dict, wandb_cfg: Mapping[str, Any] | None = None,
-                 name: str | None = None, job_type: str = "identify", in_job: bool = True) -> NullTracker:
-    """The tracker for one run: ``logger=none`` logs nothing; ``wandb`` starts a W&B run in ``out_dir``.
+def make_tracker(logger: Mapping[str, Any] | Any, out_dir: Path, config: dict, name: str | None = None,
+                 job_type: str = "identify", in_job: bool = True) -> NullTracker:
+    """The tracker for one run from its ``logger`` config (``kind``: ``none`` or ``wandb`` with its options).
 
-    Inside a sweep job (``in_job``), the run is named by the job's overrides and grouped by the
-    sweep unless ``wandb.group`` says otherwise.
+    ``logger=none`` (or ``logger.mode=disabled``) logs nothing; ``wandb`` starts a W&B run in
+    ``out_dir``. Inside a sweep job (``in_job``), the run is named by the job's overrides and
+    grouped by the sweep unless ``logger.group`` says otherwise.
     """
-    if logger == "none":
+    w = dict(logger) if isinstance(logger, Mapping) else dict(vars(logger)) if logger is not None else {}
+    kind = w.get("kind", "none")
+    if kind == "none" or w.get("mode", "offline") == "disabled":
         return NullTracker()
-    if logger != "wandb":
-        raise IdsimError(f"logger={logger!r}; valid: {', '.join(LOGGERS)}")
-    w = dict(wandb_cfg or {})
-    if w.get("mode", "offline") == "disabled":
-        return NullTracker()
+    if kind != "wandb":
+        raise IdsimError(f"logger={kind!r}; valid: {', '.join(LOGGERS)}")
     group = w.get("group")
     ident = sweep_identity() if in_job else None
     if ident is not None:

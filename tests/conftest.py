@@ -11,12 +11,13 @@ os.environ.setdefault("IDSIM_CACHE_DIR", tempfile.mkdtemp(prefix="idsim-test-cac
 
 @pytest.fixture(scope="session")
 def compose_cfg():
-    """compose_cfg(overrides) -> DictConfig composed from conf/ like run.py does."""
+    """compose_cfg(overrides) -> DictConfig composed from conf/ like run.py does (without the command-line pre-check)."""
     from hydra import compose, initialize_config_dir
 
-    from idsim.config import CONF_DIR, register_models
+    from idsim import schema
+    from idsim.config import CONF_DIR
 
-    register_models()
+    schema.register()
 
     def _compose(overrides=()):
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -26,4 +27,4 @@ def compose_cfg():
 
 
 # the cheapest settings that still run real models end to end
-TINY = ["dataset.n_images=12", "batch_size=6", "logger=none", "plots=false", "progress=false"]
+TINY = ["dataset.n_images=12", "extraction.batch_size=6", "logger=none", "plots=false", "extraction.progress=false"]

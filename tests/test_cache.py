@@ -8,14 +8,26 @@ import pytest
 
 from conftest import TINY
 from idsim import cache as cache_mod
-from idsim.cache import FeatureCache, make_key, model_identity
-from idsim.features import FeatureSet, LayerData, Plan
+from idsim.cache import FeatureCache, make_key
+from idsim.featureset import FeatureSet, LayerData, Plan
+from idsim.schema import NetworkConfig, RunConfig
+from idsim.systems import SOURCE, TARGET, build
+
+
+def network_identity(name, library="torchvision", weights="random", seed=0, layers=None, role=TARGET):
+    """What a network target contributes to the cache key (its layers resolved on the meta device)."""
+    run = RunConfig(target=NetworkConfig(name=name, library=library, weights=weights, seed=seed, layers=layers),
+                    seed=seed)
+    system = build(run.target, name, role, run)
+    system.prepare()
+    return system.identity()
 
 
 def _features(seed=0) -> FeatureSet:
     rng = np.random.default_rng(seed)
     fs = FeatureSet(model="net", n_images=6)
-    fs.layers["a"] = LayerData(name="a", n_units=10, n_sampled=8, n_constant=1, gram=rng.standard_normal((6, 6)))
+    fs.layers["a"] = LayerData(name="a", n_units=10, n_sampled=8, n_constant=1,
+                               grams={"column": rng.standard_normal((6, 6)), "row": rng.standard_normal((6, 6))})
     fs.layers["b"] = LayerData(name="b", n_units=50, n_sampled=50, features=rng.standard_normal((6, 4)).astype(np.float32),
                                units=rng.standard_normal((6, 3)).astype(np.float32), unit_index=np.array([1, 5, 9]),
                                projected=True)
@@ -30,16 +42,19 @@ def _same(a: FeatureSet, b: FeatureSet) -> bool:
         for f in ("n_units", "n_sampled", "n_constant", "projected", "approximate"):
             if getattr(x, f) != getattr(y, f):
                 return False
-        for f in ("gram", "features", "units", "unit_index", "rdm"):
+        for f in ("features", "units", "unit_index"):
             u, v = getattr(x, f), getattr(y, f)
             if (u is None) != (v is None) or (u is not None and not np.array_equal(u, v)):
                 return False
+        if x.grams.keys() != y.grams.keys() or any(not np.array_equal(x.grams[k], y.grams[k]) for k in x.grams):
+            return False
     return True
 
 
-BASE = dict(model=model_identity("alexnet", "torchvision", "random", 0, None),
+BASE = dict(model=network_identity("alexnet"),
             probe={"name": "shapes", "seed": 0, "size": 256, "n_images": 12},
-            plan=Plan(gram=True, unit_ratio=1.0, seed=0), settings={"exact_budget": 2**30, "gram_dim": "auto", "device": "cpu"})
+            plan=Plan(grams=("column",), unit_ratio=1.0, seed=0),
+            settings={"exact_max_mb": 1024, "gram_dim": "auto", "device": "cpu"})
 
 
 def _key(**change):
@@ -52,34 +67,57 @@ def test_every_part_of_the_key_matters(tmp_path, monkeypatch):
     assert _key() == base  # stable
     ckpt = tmp_path / "w.pt"
     ckpt.write_bytes(b"first weights")
+    torch_ckpt = tmp_path / "alexnet.pt"
+    _save_alexnet_checkpoint(torch_ckpt)
     variants = [
-        dict(model=model_identity("vgg11", "torchvision", "random", 0, None)),
-        dict(model=model_identity("alexnet", "timm", "random", 0, None)),
-        dict(model=model_identity("alexnet", "torchvision", "random", 1, None)),
-        dict(model=model_identity("alexnet", "torchvision", "imagenet", 0, None)),
-        dict(model=model_identity("alexnet", "torchvision", str(ckpt), None, None)),
-        dict(model=model_identity("alexnet", "torchvision", "random", 0, ["features.1"])),
+        dict(model=network_identity("vgg11")),
+        dict(model=network_identity("resnet18", library="timm")),
+        dict(model=network_identity("resnet18", library="torchvision")),
+        dict(model=network_identity("alexnet", seed=1)),
+        dict(model=network_identity("alexnet", weights="imagenet")),
+        dict(model=network_identity("alexnet", weights=str(torch_ckpt))),
+        dict(model=network_identity("alexnet", layers=["features.1"])),
         dict(probe={**BASE["probe"], "seed": 1}),
         dict(probe={**BASE["probe"], "n_images": 13}),
         dict(probe={**BASE["probe"], "name": "natural"}),
-        dict(plan=Plan(gram=True, unit_ratio=0.5, seed=0)),
-        dict(plan=Plan(gram=True, unit_ratio=1.0, seed=1)),
-        dict(plan=Plan(gram=False, project="auto", seed=0)),
-        dict(plan=Plan(gram=False, rdm="correlation", seed=0)),
-        dict(settings={**BASE["settings"], "exact_budget": 2**20}),
+        dict(plan=Plan(grams=("column",), unit_ratio=0.5, seed=0)),
+        dict(plan=Plan(grams=("column",), unit_ratio=1.0, seed=1)),
+        dict(plan=Plan(grams=(), features=True, project="auto", seed=0)),
+        dict(plan=Plan(grams=("row",), seed=0)),
+        dict(settings={**BASE["settings"], "exact_max_mb": 1}),
         dict(settings={**BASE["settings"], "gram_dim": 512}),
         dict(settings={**BASE["settings"], "device": "cuda"}),
     ]
     keys = [_key(**v) for v in variants]
     assert base not in keys and len(set(keys)) == len(keys)
     # a checkpoint's key follows its content, not its path
-    before = _key(model=model_identity("alexnet", "torchvision", str(ckpt), None, None))
-    ckpt.write_bytes(b"other weights, same path")
-    os.utime(ckpt, ns=(1, 1))
-    assert _key(model=model_identity("alexnet", "torchvision", str(ckpt), None, None)) != before
+    before = _key(model=network_identity("alexnet", weights=str(torch_ckpt)))
+    _save_alexnet_checkpoint(torch_ckpt, seed=1)
+    os.utime(torch_ckpt, ns=(1, 1))
+    assert _key(model=network_identity("alexnet", weights=str(torch_ckpt))) != before
     # library versions and idsim's reduction format are part of the key
     monkeypatch.setattr(cache_mod, "FORMAT", cache_mod.FORMAT + 1)
     assert _key() != base
+
+
+def _save_alexnet_checkpoint(path, seed=0):
+    import torch
+
+    from idsim import build_model
+
+    torch.save(build_model("alexnet", seed=seed).module.state_dict(), path)
+
+
+def test_a_change_of_default_layers_is_a_new_key(monkeypatch):
+    """The key holds the resolved layer list: editing a family's defaults needs no manual FORMAT bump."""
+    import idsim.layers
+
+    base = network_identity("alexnet")
+    real = idsim.layers.default_layers
+    monkeypatch.setattr(idsim.layers, "default_layers", lambda module, name, library: real(module, name, library)[:3])
+    changed = network_identity("alexnet")
+    assert changed["layers"] == base["layers"][:3]
+    assert _key(model=changed) != _key(model=base)
 
 
 def test_round_trip_and_damaged_entries_are_recomputed(tmp_path):
@@ -152,10 +190,11 @@ def test_two_processes_filling_one_entry(tmp_path):
 
 def test_runs_reuse_features_and_unit_ratio_sweeps_reuse_sources(compose_cfg, tmp_path, monkeypatch):
     import idsim.experiment as exp
+    import idsim.features
 
     calls = []
-    real = exp.extract
-    monkeypatch.setattr(exp, "extract", lambda model, *a, **k: calls.append(model.name) or real(model, *a, **k))
+    real = idsim.features.extract
+    monkeypatch.setattr(idsim.features, "extract", lambda model, *a, **k: calls.append(model.name) or real(model, *a, **k))
     cache = [f"cache.dir={tmp_path / 'cache'}"]
     base = ["target=alexnet", "sources=[alexnet,resnet18]", "target.layers=[features.4,classifier.2]",
             "sources.resnet18.layers=[layer1,layer4]", *TINY, *cache]
@@ -183,8 +222,8 @@ def test_projected_grams_stay_close_to_exact_on_a_real_network():
     layers = ["features.1", "features.7", "classifier.2"]
     t, s = build_model("alexnet", seed=0), build_model("alexnet", seed=1)
     kw = dict(layers=layers, batch_size=12, progress=False)
-    exact = [extract(m, probe, Plan(gram=True), exact_budget=None, **kw) for m in (t, s)]
-    approx = [extract(m, probe, Plan(gram=True), exact_budget=1, **kw) for m in (t, s)]
+    exact = [extract(m, probe, Plan(), exact_budget=None, **kw) for m in (t, s)]
+    approx = [extract(m, probe, Plan(), exact_budget=1, **kw) for m in (t, s)]
     assert all(d.approximate for d in approx[0].layers.values())
     assert not any(d.approximate for d in exact[0].layers.values())
     for debiased, bound in ((False, 0.02), (True, 0.05)):
@@ -194,14 +233,14 @@ def test_projected_grams_stay_close_to_exact_on_a_real_network():
 
 
 def test_spilled_layers_give_the_same_reductions_as_in_ram(tmp_path):
-    """With no RAM budget every exact layer is written to scratch files; the Grams, RDMs and units are unchanged."""
+    """With no RAM budget every exact layer is written to scratch files; the Grams and units are unchanged."""
     from idsim import build_model, extract, load_probe_set
 
     probe = load_probe_set({"name": "shapes", "n_images": 10})
     model = build_model("alexnet", seed=0)
     kw = dict(layers=["features.4", "classifier.2"], batch_size=5, progress=False)
-    for plan in (Plan(gram=True), Plan(gram=False, rdm="correlation"),
-                 Plan(gram=False, units=True, max_units=50, drop_constant=True)):
+    for plan in (Plan(grams=("column", "row", "raw")), Plan(grams=("row",), drop_constant=True),
+                 Plan(grams=(), units=True, max_units=50, drop_constant=True)):
         ram = extract(model, probe, plan, **kw)
         disk = extract(model, probe, plan, ram_budget=0, scratch=tmp_path, **kw)
         assert _same(ram, disk)

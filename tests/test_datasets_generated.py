@@ -16,9 +16,9 @@ from PIL import Image
 from conftest import TINY
 from idsim.datasets import load_probe_set
 from idsim.datasets.base import ProbeSet
-from idsim.datasets.natural import PHOTOS, NaturalProbeSet, natural_crop, photo
+from idsim.datasets.natural import PHOTOS, NaturalOptions, NaturalProbeSet, natural_crop, photo
 from idsim.datasets.synthetic_objects import (
-    CATEGORIES, Part, Pose, SolidObject, SyntheticObjectsProbeSet, objects, render,
+    CATEGORIES, Part, Pose, SolidObject, SyntheticObjectsOptions, SyntheticObjectsProbeSet, objects, render,
 )
 from idsim.errors import IdsimError
 
@@ -42,11 +42,16 @@ def digest(ps: ProbeSet) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def natural(**kw) -> NaturalProbeSet:
-    return NaturalProbeSet(**{"n_images": 12, "size": SIZE, **kw})
+    """The set with its defaults (NaturalOptions) but small, and any options in ``kw``."""
+    ps = load_probe_set(NaturalOptions(**{"n_images": 12, "size": SIZE, **kw}))
+    assert isinstance(ps, NaturalProbeSet)
+    return ps
 
 
 def objects_set(**kw) -> SyntheticObjectsProbeSet:
-    return SyntheticObjectsProbeSet(**{"n_images": 16, "size": SIZE, **kw})
+    ps = load_probe_set(SyntheticObjectsOptions(**{"n_images": 16, "size": SIZE, **kw}))
+    assert isinstance(ps, SyntheticObjectsProbeSet)
+    return ps
 
 
 MAKERS = {"natural": natural, "synthetic_objects": objects_set}
@@ -111,28 +116,35 @@ def test_out_of_range_index_raises_index_error(name, i):
 @pytest.mark.parametrize(
     "name, params, fragment",
     [
-        ("natural", {"n_images": 0}, "dataset.n_images must be a positive integer, got 0"),
-        ("natural", {"size": 8}, "dataset.size must be an integer >= 16 (pixels), got 8"),
-        ("natural", {"size": 64.0}, "dataset.size must be an integer >= 16"),
-        ("natural", {"seed": -1}, "dataset.seed must be a non-negative integer, got -1"),
-        ("natural", {"min_crop_frac": 0}, "dataset.min_crop_frac must be a number in (0, 1]"),
-        ("natural", {"min_crop_frac": 1.5}, "dataset.min_crop_frac must be a number in (0, 1]"),
-        ("natural", {"min_crop_frac": "big"}, "dataset.min_crop_frac must be a number in (0, 1]"),
-        ("natural", {"flip": "yes"}, "dataset.flip must be true or false, got 'yes'"),
-        ("natural", {"photos": ["astronaut", "lena"]}, "dataset.photos: unknown photo(s) 'lena'; valid: astronaut,"),
-        ("natural", {"photos": []}, "dataset.photos must be null (all) or a non-empty list"),
-        ("natural", {"photos": "astronaut"}, "dataset.photos must be null (all) or a non-empty list"),
-        ("natural", {"photos": ["coins", "coins"]}, "dataset.photos lists a photo twice"),
-        ("natural", {"colour": True}, "dataset natural: unknown option(s) colour"),
-        ("synthetic_objects", {"n_images": 0}, "dataset.n_images must be a positive integer, got 0"),
-        ("synthetic_objects", {"n_images": -2}, "dataset.n_images must be a positive integer, got -2"),
-        ("synthetic_objects", {"size": 15}, "dataset.size must be an integer >= 16 (pixels), got 15"),
-        ("synthetic_objects", {"seed": "0"}, "dataset.seed must be a non-negative integer"),
-        ("synthetic_objects", {"variation": 4}, "dataset.variation must be one of 0, 3, 6 or mixed, got 4"),
-        ("synthetic_objects", {"variation": "high"}, "dataset.variation must be one of 0, 3, 6 or mixed"),
-        ("synthetic_objects", {"variation": True}, "dataset.variation must be one of 0, 3, 6 or mixed"),
-        ("synthetic_objects", {"background": "black"}, "dataset.background must be one of natural, gray, got 'black'"),
-        ("synthetic_objects", {"min_crop_frac": 0.5}, "dataset synthetic_objects: unknown option(s) min_crop_frac"),
+        ("natural", {"n_images": 0}, "dataset.n_images=0; valid: a positive integer"),
+        ("natural", {"size": 8}, "dataset.size=8; valid: an integer >= 16 (pixels)"),
+        ("natural", {"size": 64.0}, "dataset.size=64.0: wrong type; valid: an integer >= 16"),
+        ("natural", {"seed": -1}, "dataset.seed=-1; valid: an integer >= 0"),
+        ("natural", {"min_crop_frac": 0}, "dataset.min_crop_frac=0.0; valid: a number in (0, 1]"),
+        ("natural", {"min_crop_frac": 1.5}, "dataset.min_crop_frac=1.5; valid: a number in (0, 1]"),
+        ("natural", {"min_crop_frac": "big"}, "dataset.min_crop_frac='big': wrong type; valid: a number in (0, 1]"),
+        ("natural", {"flip": "maybe"}, "dataset.flip='maybe'"),
+        ("natural", {"photos": ["astronaut", "lena"]},
+         "dataset.photos=['astronaut','lena']; valid: null (all photos) or a non-empty list of distinct photo names"
+         " from: astronaut,"),
+        ("natural", {"photos": []}, "dataset.photos=[]; valid: null (all photos) or a non-empty list"),
+        ("natural", {"photos": "astronaut"}, "dataset.photos=astronaut"),
+        ("natural", {"photos": ["coins", "coins"]}, "dataset.photos=['coins','coins']; valid: null (all photos) or a"
+                                                    " non-empty list of distinct"),
+        ("natural", {"colour": True}, "unknown config key 'dataset.colour'; valid keys of dataset: name, n_images,"
+                                      " seed, size, min_crop_frac, flip, photos"),
+        ("synthetic_objects", {"n_images": 0}, "dataset.n_images=0; valid: a positive integer"),
+        ("synthetic_objects", {"n_images": -2}, "dataset.n_images=-2; valid: a positive integer"),
+        ("synthetic_objects", {"size": 15}, "dataset.size=15; valid: an integer >= 16 (pixels)"),
+        ("synthetic_objects", {"seed": "zero"}, "dataset.seed='zero': wrong type; valid: an integer >= 0"),
+        ("synthetic_objects", {"variation": 4}, "dataset.variation=4; valid: 0 (canonical pose), 3, 6 (the widest) or"
+                                                " mixed"),
+        ("synthetic_objects", {"variation": "high"}, "dataset.variation='high'; valid: 0 (canonical pose), 3, 6"),
+        ("synthetic_objects", {"variation": True}, "dataset.variation=true; valid: 0 (canonical pose), 3, 6"),
+        ("synthetic_objects", {"background": "black"}, "dataset.background='black'; valid: natural (crops of"
+                                                       " scikit-image's photographs) or gray"),
+        ("synthetic_objects", {"min_crop_frac": 0.5}, "unknown config key 'dataset.min_crop_frac'; valid keys of"
+                                                      " dataset: name, n_images, seed, size, variation, background"),
     ],
 )
 def test_bad_parameters_raise_one_line_idsim_error(name, params, fragment):
@@ -147,10 +159,11 @@ def test_configs_compose_and_load(compose_cfg):
 
     for name, n in (("natural", 100), ("synthetic_objects", 160)):
         cfg = compose_cfg([f"dataset={name}", "seed=5"])
-        probe = load_probe_set(OmegaConf.to_container(cfg.dataset, resolve=True))
-        assert probe.name == name and len(probe) == n and probe.identity()["seed"] == 5
+        for node in (cfg.dataset, OmegaConf.to_container(cfg.dataset, resolve=True)):  # the node, or plain values
+            probe = load_probe_set(node)
+            assert probe.name == name and len(probe) == n and probe.identity()["seed"] == 5  # seed: ${seed}
     cfg = compose_cfg(["dataset=synthetic_objects", "dataset.variation=mixed", "dataset.background=gray"])
-    probe = load_probe_set(OmegaConf.to_container(cfg.dataset, resolve=True))
+    probe = load_probe_set(cfg.dataset)
     assert probe.identity()["variation"] == "mixed" and probe.identity()["background"] == "gray"
 
 
@@ -161,9 +174,10 @@ def test_no_network_needed_and_pixels_identical_across_processes():
         "import socket, hashlib\n"
         "def refuse(*a, **k): raise OSError('network access attempted')\n"
         "socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
-        "from idsim.datasets.natural import NaturalProbeSet\n"
-        "from idsim.datasets.synthetic_objects import SyntheticObjectsProbeSet\n"
-        f"for ps in (NaturalProbeSet(n_images=11, size={SIZE}), SyntheticObjectsProbeSet(n_images=8, size={SIZE})):\n"
+        "from idsim.datasets import load_probe_set\n"
+        f"for cfg in ({{'name': 'natural', 'n_images': 11, 'size': {SIZE}}},"
+        f" {{'name': 'synthetic_objects', 'n_images': 8, 'size': {SIZE}}}):\n"
+        "    ps = load_probe_set(cfg)\n"
         "    h = hashlib.sha256()\n"
         "    for img in ps: h.update(img.tobytes())\n"
         "    print(h.hexdigest())\n"
@@ -178,8 +192,8 @@ def test_no_network_needed_and_pixels_identical_across_processes():
 # ---------------------------------------------------------------------------------------------
 
 def test_natural_defaults_and_labels_cycle_through_the_photos():
-    ps = NaturalProbeSet()
-    assert (len(ps), ps.seed, ps.size, ps.flip, ps.photos) == (100, 0, 256, True, PHOTOS)
+    ps = NaturalOptions().build()
+    assert (len(ps), ps.seed, ps.size, ps.flip, ps.photos, ps.min_crop_frac) == (100, 0, 256, True, PHOTOS, 0.4)
     assert ps.image(0).size == (256, 256)
     assert len(PHOTOS) >= 10
     ps = natural(n_images=3 * len(PHOTOS))
@@ -270,7 +284,7 @@ def test_natural_identity_tracks_every_pixel_parameter():
 # ---------------------------------------------------------------------------------------------
 
 def test_objects_defaults_and_balanced_categories():
-    ps = SyntheticObjectsProbeSet()
+    ps = SyntheticObjectsOptions().build()
     assert (len(ps), ps.seed, ps.size, ps.variation, ps.background) == (160, 0, 256, 6, "natural")
     assert len(CATEGORIES) == 8 and set(CATEGORIES) == set(objects())
     labels = ps.labels

@@ -17,18 +17,17 @@ import pytest
 from PIL import Image
 
 from conftest import TINY
-from idsim.datasets import BUILDERS, load_probe_set
+from idsim.datasets import load_probe_set, registry
 from idsim.datasets import __main__ as cli
-from idsim.datasets.allen import TEMPLATE_KEY
-from idsim.datasets.folders import FileProbeSet
+from idsim.datasets.allen import TEMPLATE_KEY, AllenScenesOptions
+from idsim.datasets.folders import FileProbeSet, FolderOptions, FreemanZiembaOptions, HvmOptions, ImagenetOptions
 from idsim.errors import IdsimError
 
 
-@pytest.fixture(autouse=True)
-def csv_builders(monkeypatch):
-    """Route the Brain-Score stimulus sets to this module's loaders (folders.py) whatever the registry says."""
-    monkeypatch.setitem(BUILDERS, "hvm", "folders:build_hvm")
-    monkeypatch.setitem(BUILDERS, "freeman_ziemba", "folders:build_freeman_ziemba")
+def test_file_sets_are_registered():
+    assert {name: registry()[name] for name in ("folder", "imagenet", "hvm", "freeman_ziemba", "allen_scenes")} == {
+        "folder": FolderOptions, "imagenet": ImagenetOptions, "hvm": HvmOptions,
+        "freeman_ziemba": FreemanZiembaOptions, "allen_scenes": AllenScenesOptions}
 
 
 def rgb(seed: int, h: int = 20, w: int = 30) -> np.ndarray:
@@ -194,9 +193,11 @@ def test_empty_root_and_bad_options(tmp_path):
         load_probe_set({"name": "folder", "root": str(tmp_path)})
     assert "has no images" in one_line_error(e) and "dataset.root" in str(e.value)
     save(tmp_path / "a.png", rgb(0))
-    for opts, expected in [({"order": "random"}, "dataset.order='random'; valid: sorted, interleaved"),
-                           ({"skip_unreadable": "yes"}, "dataset.skip_unreadable must be true or false"),
-                           ({"colour": 1}, "unknown option(s) colour")]:
+    for opts, expected in [({"order": "random"}, "dataset.order='random'; valid: sorted (by path, grouped by"
+                                                 " sub-folder) or interleaved (round-robin over labels)"),
+                           ({"skip_unreadable": "perhaps"}, "dataset.skip_unreadable='perhaps'"),
+                           ({"n_images": 0}, "dataset.n_images=0; valid: null (all images) or a positive integer"),
+                           ({"colour": 1}, "unknown config key 'dataset.colour'; valid keys of dataset: name, root,")]:
         with pytest.raises(IdsimError) as e:
             load_probe_set({"name": "folder", "root": str(tmp_path), **opts})
         assert expected in one_line_error(e)
@@ -233,7 +234,7 @@ def test_imagenet_class_major_and_errors(imagenet, tmp_path):
     assert ps.labels == ["n01440764"] * 2 + ["n01443537"] * 2 + ["n01484850"] * 2
     with pytest.raises(IdsimError) as e:
         load_probe_set({"name": "imagenet", "root": str(imagenet), "images_per_class": 0})
-    assert "images_per_class must be a positive integer" in one_line_error(e)
+    assert "dataset.images_per_class=0; valid: a positive integer" in one_line_error(e)
     with pytest.raises(IdsimError) as e:
         load_probe_set({"name": "imagenet", "root": str(imagenet), "labels": "words"})
     assert "needs the 1000 ImageNet class folders" in one_line_error(e)
@@ -309,6 +310,10 @@ def test_hvm_variation_filter_labels_and_legacy_ids(tmp_path):
     with pytest.raises(IdsimError) as e:
         load_probe_set({"name": "hvm", "root": str(tmp_path), "variation": 9})
     assert "matches no stimuli; values present: 0, 3, 6" in one_line_error(e)
+    for bad, shown in (([], "[]"), ([3, [6]], "[3,[6]]"), ({"level": 3}, "{'level': 3}")):
+        with pytest.raises(IdsimError) as e:
+            load_probe_set({"name": "hvm", "root": str(tmp_path), "variation": bad})
+        assert f"dataset.variation={shown}; valid: null (all), a level or a list of levels" in one_line_error(e)
 
 
 def test_hvm_errors(tmp_path):
@@ -360,7 +365,7 @@ def test_freeman_ziemba_filters_and_labels(tmp_path):
     assert np.array_equal(px(tex, 0), rgb(131, 12, 12))
     with pytest.raises(IdsimError) as e:
         load_probe_set({"name": "freeman_ziemba", "root": str(tmp_path), "texture_type": "grating"})
-    assert "valid: both, texture, noise" in one_line_error(e)
+    assert "dataset.texture_type='grating'; valid: both, texture or noise" in one_line_error(e)
     pd.read_csv(tmp_path / "FreemanZiemba2013.csv").drop(columns=["texture_family"]).to_csv(
         tmp_path / "FreemanZiemba2013.csv", index=False)
     with pytest.raises(IdsimError) as e:
@@ -410,6 +415,19 @@ def test_allen_nwb_errors_and_no_source(tmp_path, stack):
         load_probe_set({"name": "allen_scenes"})
     msg = one_line_error(e)
     assert "dataset.root=" in msg and "dataset.nwb=" in msg and "dataset.download=true" in msg
+
+
+@pytest.mark.parametrize("opts, expected", [
+    ({"nwb_key": "/"}, f"dataset.nwb_key='/'; valid: an HDF5 path such as {TEMPLATE_KEY}"),
+    ({"experiment_id": "latest"}, "dataset.experiment_id='latest': wrong type; valid: null (the lowest-numbered"),
+    ({"experiment_id": -1}, "dataset.experiment_id=-1; valid: null (the lowest-numbered"),
+    ({"cache_dir": ""}, "dataset.cache_dir=''; valid: a folder path"),
+    ({"download": "maybe"}, "dataset.download='maybe'"),
+])
+def test_allen_bad_options(opts, expected):
+    with pytest.raises(IdsimError) as e:
+        load_probe_set({"name": "allen_scenes", **opts})
+    assert expected in one_line_error(e)
 
 
 def test_allen_from_folder_orders_by_scene_index(tmp_path, stack):

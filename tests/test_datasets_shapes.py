@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from idsim.datasets import load_probe_set
 from idsim.datasets.base import ProbeSet
-from idsim.datasets.shapes import CATEGORIES, ShapesProbeSet
+from idsim.datasets.shapes import CATEGORIES, ShapesOptions, ShapesProbeSet
 from idsim.errors import IdsimError
 
 SIZE = 64  # small images keep the suite fast; the generator is size-agnostic
@@ -31,8 +32,8 @@ def test_is_a_probe_set_with_expected_name_and_length():
 
 
 def test_defaults():
-    ps = ShapesProbeSet()
-    assert (len(ps), ps.seed, ps.size) == (100, 0, 256)
+    ps = ShapesOptions().build()
+    assert isinstance(ps, ShapesProbeSet) and (len(ps), ps.seed, ps.size) == (100, 0, 256)
     img = ps.image(0)
     assert img.mode == "RGB" and img.size == (256, 256)
 
@@ -157,32 +158,44 @@ def test_objects_are_anti_aliased():
         assert partial > 0, i
 
 
-@pytest.mark.parametrize(
-    "kwargs, fragment",
-    [
-        ({"n_images": -3}, "dataset.n_images must be a positive integer, got -3"),
-        ({"n_images": 0}, "dataset.n_images must be a positive integer, got 0"),
-        ({"n_images": 2.5}, "dataset.n_images must be a positive integer"),
-        ({"n_images": "10"}, "dataset.n_images must be a positive integer"),
-        ({"n_images": True}, "dataset.n_images must be a positive integer"),
-        ({"size": 16}, "dataset.size must be an integer >= 32"),
-        ({"size": 64.0}, "dataset.size must be an integer >= 32"),
-        ({"seed": -1}, "dataset.seed must be a non-negative integer, got -1"),
-        ({"seed": None}, "dataset.seed must be a non-negative integer"),
-    ],
-)
-def test_bad_arguments_raise_one_line_idsim_error(kwargs, fragment):
+BAD = [
+    ({"n_images": -3}, "dataset.n_images=-3", "a positive integer"),
+    ({"n_images": 0}, "dataset.n_images=0", "a positive integer"),
+    ({"n_images": 2.5}, "dataset.n_images=2.5", "a positive integer"),
+    ({"n_images": "ten"}, "dataset.n_images='ten'", "a positive integer"),
+    ({"n_images": True}, "dataset.n_images=true", "a positive integer"),
+    ({"size": 16}, "dataset.size=16", "an integer >= 32"),
+    ({"size": 64.0}, "dataset.size=64.0", "an integer >= 32"),
+    ({"seed": -1}, "dataset.seed=-1", "an integer >= 0"),
+    ({"seed": None}, "dataset.seed=", "an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("kwargs, value, valid", BAD)
+def test_bad_options_raise_one_line_idsim_error(kwargs, value, valid):
+    """A config mapping (checked by type while merged into ShapesOptions, then by range)..."""
     with pytest.raises(IdsimError) as exc:
-        ShapesProbeSet(**kwargs)
+        load_probe_set({"name": "shapes", **kwargs})
     msg = str(exc.value)
-    assert fragment in msg
+    assert msg.startswith(value) and f"valid: {valid}" in msg
     assert "\n" not in msg
 
 
+@pytest.mark.parametrize("kwargs, value, valid", BAD)
+def test_bad_options_objects_are_rejected_by_their_checks(kwargs, value, valid):
+    """...and an options object made in Python, which no type check has seen, are judged alike."""
+    with pytest.raises(IdsimError) as exc:
+        load_probe_set(ShapesOptions(**kwargs))
+    msg = str(exc.value)
+    assert msg.startswith(value) and f"valid: {valid}" in msg and "\n" not in msg
+
+
 def test_numpy_integers_are_accepted():
-    ps = ShapesProbeSet(n_images=np.int64(3), seed=np.int32(1), size=np.int64(40))
-    assert len(ps) == 3 and ps.identity()["size"] == 40
-    assert np.array_equal(pixels(ps, np.int64(1)), pixels(ps, 1))
+    for cfg in (ShapesOptions(n_images=np.int64(3), seed=np.int32(1), size=np.int64(40)),
+                {"name": "shapes", "n_images": np.int64(3), "seed": np.int32(1), "size": np.int64(40)}):
+        ps = load_probe_set(cfg)
+        assert len(ps) == 3 and ps.identity()["size"] == 40 and type(ps.identity()["size"]) is int
+        assert np.array_equal(pixels(ps, np.int64(1)), pixels(ps, 1))
 
 
 @pytest.mark.parametrize("i", [3, 100, -1])

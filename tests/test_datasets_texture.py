@@ -36,8 +36,11 @@ def count_synth(monkeypatch):
 
 
 def small(tmp_path, **kw) -> tn.TextureNoiseProbeSet:
-    params = {**SMALL, "families": ["brick", "gravel"], "n_samples": 2, "cache_dir": tmp_path / "cache", **kw}
-    return tn.TextureNoiseProbeSet(**params)
+    """The set with its defaults (TextureNoiseOptions), made small, and any options in ``kw``."""
+    params = {**SMALL, "families": ["brick", "gravel"], "n_samples": 2, "cache_dir": str(tmp_path / "cache"), **kw}
+    ps = load_probe_set(tn.TextureNoiseOptions(**params))
+    assert isinstance(ps, tn.TextureNoiseProbeSet)
+    return ps
 
 
 def pixels(ps: ProbeSet, i: int) -> np.ndarray:
@@ -64,8 +67,9 @@ def test_layout_interleaves_sample_family_kind(tmp_path):
 
 
 def test_defaults_and_config_cover_all_families():
-    ps = tn.build({"cache_dir": None})
+    ps = load_probe_set({"name": "texture_noise", "cache_dir": None})
     assert (ps.size, ps.n_samples, ps.iterations, ps.aperture) == (128, 4, 300, True)
+    assert (ps.seed, ps.n_scales, ps.n_orientations, ps.cache_dir) == (0, 4, 4, None)
     assert ps.families == tuple(tn.FAMILIES) and len(tn.FAMILIES) >= 5
     assert len(ps) == len(tn.FAMILIES) * 4 * 2
 
@@ -77,17 +81,25 @@ def test_every_source_photo_loads_offline_and_is_textured(family):
     assert 0.0 <= src.min() and src.max() <= 1.0 and src.std() > 0.03
 
 
+FAMILIES_VALID = "valid: null (all) or a non-empty list of distinct texture families from: brick, grass, gravel"
+
+
 @pytest.mark.parametrize("kw, fragment", [
-    ({"families": ["brick", "velvet"]}, "unknown texture family 'velvet'; valid: brick, grass, gravel"),
-    ({"families": "brick"}, "non-empty list"),
-    ({"families": ["brick", "brick"]}, "twice"),
-    ({"size": 100}, "multiple of 2**n_scales=16"),
-    ({"size": 64}, ">= 112"),
-    ({"size": "big"}, "dataset.size must be"),
-    ({"n_samples": 0}, "dataset.n_samples must be a positive integer"),
-    ({"iterations": -5}, "dataset.iterations"),
-    ({"aperture": "yes"}, "dataset.aperture must be true or false"),
-    ({"seed": -1}, "dataset.seed"),
+    ({"families": ["brick", "velvet"]}, f"dataset.families=['brick','velvet']; {FAMILIES_VALID}"),
+    ({"families": "brick"}, "dataset.families=brick"),
+    ({"families": []}, f"dataset.families=[]; {FAMILIES_VALID}"),
+    ({"families": ["brick", "brick"]}, f"dataset.families=['brick','brick']; {FAMILIES_VALID}"),
+    ({"size": 100}, "dataset.size=100; valid: an integer multiple of 2**n_scales=16 and >= 112 for n_scales=4"),
+    ({"size": 64}, "dataset.size=64; valid: an integer multiple of 2**n_scales=16 and >= 112"),
+    ({"size": 60, "n_scales": 3}, "dataset.size=60; valid: an integer multiple of 2**n_scales=8 and >= 56 for"
+                                  " n_scales=3"),
+    ({"size": "big"}, "dataset.size='big': wrong type; valid: an integer multiple of 2**n_scales"),
+    ({"n_samples": 0}, "dataset.n_samples=0; valid: a positive integer"),
+    ({"iterations": -5}, "dataset.iterations=-5; valid: a positive integer"),
+    ({"n_scales": 0}, "dataset.n_scales=0; valid: a positive integer"),
+    ({"aperture": "sometimes"}, "dataset.aperture='sometimes'"),
+    ({"seed": -1}, "dataset.seed=-1; valid: an integer >= 0"),
+    ({"n_images": 0}, "dataset.n_images=0; valid: null (all images) or a positive integer"),
 ])
 def test_bad_options_give_one_line_errors(kw, fragment):
     with pytest.raises(IdsimError) as err:
@@ -96,8 +108,15 @@ def test_bad_options_give_one_line_errors(kw, fragment):
     assert fragment in msg and "\n" not in msg
 
 
+def test_size_is_checked_against_n_scales():
+    """The cross-field check (TextureNoiseOptions.check) passes what the PS pyramid takes."""
+    for size, n_scales in ((56, 3), (64, 3), (112, 4), (32, 2), (28, 2)):
+        tn.TextureNoiseOptions(size=size, n_scales=n_scales).validate("dataset")
+    assert tn.smallest_size(4) == 112 and tn.smallest_size(2) == 28
+
+
 def test_unknown_option_and_too_many_images_are_reported():
-    with pytest.raises(IdsimError, match="unknown option"):
+    with pytest.raises(IdsimError, match="unknown config key 'dataset.colour'; valid keys of dataset: name,"):
         load_probe_set({"name": "texture_noise", "cache_dir": None, "colour": True})
     with pytest.raises(IdsimError, match="has only 48 images"):
         load_probe_set({"name": "texture_noise", "cache_dir": None, "n_images": 49})
@@ -266,7 +285,7 @@ def test_runs_through_run_experiment(compose_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_default_settings_synthesise_a_converged_texture(tmp_path):
-    ps = tn.TextureNoiseProbeSet(families=["reptile"], n_samples=1, cache_dir=tmp_path)
+    ps = tn.TextureNoiseOptions(families=["reptile"], n_samples=1, cache_dir=str(tmp_path)).build()
     texture, info = ps.texture("reptile", 0)
     assert info["loss_final"] < 0.25 * info["loss_initial"]
     assert texture.shape == (128, 128)

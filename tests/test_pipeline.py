@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from idsim import Metric, build_model, extract, load_probe_set, score_layers
+from idsim import build_model, extract, load_metric, load_probe_set, score_layers
 from idsim.experiment import run_experiment
 from idsim.reduce import sample_units
 
@@ -53,7 +53,8 @@ def test_regression_identical_narrow_layer_near_one(compose_cfg, tmp_path):
     cfg = compose_cfg(["target=resnet18", "sources=[alexnet,resnet18]", "identical_weights=true", "metric=regression",
                        "target.layers=[avgpool]", "sources.resnet18.layers=[layer4.1,avgpool]",
                        "sources.alexnet.layers=[classifier.5]", "metric.max_units=64", "metric.cv=5",
-                       "dataset.n_images=40", "batch_size=20", "logger=none", "plots=false", "progress=false"])
+                       "dataset.n_images=40", "extraction.batch_size=20", "logger=none", "plots=false",
+                       "extraction.progress=false"])
     res = run_experiment(cfg, tmp_path)
     s = res.scores.set_index(["source", "source_layer"]).score
     assert s["resnet18", "avgpool"] > 0.9
@@ -81,7 +82,7 @@ def test_inplace_addition_does_not_corrupt_captured_layer():
     """ResNet's block adds the identity into bn2's output in place; the recorded bn2 output must not see it."""
     model = build_model("resnet18", seed=0)
     probe = load_probe_set({"name": "shapes", "n_images": 6})
-    got = extract(model, probe, Metric.from_config("cka").plan("source"), ["layer1.0.bn2"], batch_size=6, progress=False)
+    got = extract(model, probe, load_metric("cka").plan("source"), ["layer1.0.bn2"], batch_size=6, progress=False)
     m = model.module
     x = torch.stack([model.transform(probe.image(i)) for i in range(6)])
     with torch.inference_mode():
@@ -101,7 +102,7 @@ def test_inplace_addition_does_not_corrupt_captured_layer():
 
 def test_python_api_scores_a_pair():
     probe = load_probe_set({"name": "shapes", "n_images": 8})
-    metric = Metric.from_config("cka_debiased")
+    metric = load_metric("cka_debiased")
     t = extract(build_model("alexnet", seed=0), probe, metric.plan("target"), batch_size=8, progress=False)
     s = extract(build_model("alexnet", seed=0), probe, metric.plan("source"), batch_size=8, progress=False)
     df = score_layers(s, t, metric)
@@ -112,8 +113,8 @@ def test_python_api_scores_a_pair():
 
 def test_wandb_offline_run_lands_in_output_folder(compose_cfg, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    cfg = compose_cfg(["target=alexnet", "sources=[alexnet]", "dataset.n_images=6", "batch_size=6", "logger=wandb",
-                       "plots=true", "progress=false", "target.layers=[features.1,classifier.5]"])
+    cfg = compose_cfg(["target=alexnet", "sources=[alexnet]", "dataset.n_images=6", "extraction.batch_size=6",
+                       "logger=wandb", "plots=true", "extraction.progress=false", "target.layers=[features.1,classifier.5]"])
     run_experiment(cfg, tmp_path)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
@@ -127,18 +128,18 @@ def test_rsa_through_the_pipeline_equals_rsa_on_raw_features(rdm, compare):
     from idsim.metrics import rsa
 
     probe = load_probe_set({"name": "shapes", "n_images": 10})
-    metric = Metric.from_config({"name": "rsa", "kind": "rsa", "rdm": rdm, "compare": compare})
+    metric = load_metric({"kind": "rsa", "rdm": rdm, "compare": compare})
     layers = ["features.4", "classifier.2"]
     t_model, s_model = build_model("alexnet", seed=0), build_model("alexnet", seed=1)
     t = extract(t_model, probe, metric.plan("target", unit_ratio=0.5, seed=3), layers=layers, batch_size=5, progress=False)
     s = extract(s_model, probe, metric.plan("source"), layers=layers, batch_size=5, progress=False)
     df = score_layers(s, t, metric)
-    raw_t = extract(t_model, probe, Plan(gram=False, units=True), layers=layers, batch_size=10, progress=False)
-    raw_s = extract(s_model, probe, Plan(gram=False, units=True), layers=layers, batch_size=10, progress=False)
+    raw_t = extract(t_model, probe, Plan(grams=(), units=True), layers=layers, batch_size=10, progress=False)
+    raw_s = extract(s_model, probe, Plan(grams=(), units=True), layers=layers, batch_size=10, progress=False)
     for _, row in df.iterrows():
         kept = sample_units(raw_t[row.target_layer].n_units, 0.5, 3, row.target_layer)
         T = raw_t[row.target_layer].units[:, kept]
         expected = rsa(raw_s[row.source_layer].units, T, rdm=rdm, compare=compare)
         assert row.score == pytest.approx(expected, abs=1e-6)
     with pytest.raises(Exception, match="metric.rdm='nope'"):
-        Metric.from_config({"name": "rsa", "kind": "rsa", "rdm": "nope"})
+        load_metric({"kind": "rsa", "rdm": "nope"})

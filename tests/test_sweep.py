@@ -16,16 +16,18 @@ import pandas as pd
 import pytest
 
 from idsim.errors import IdsimError
-from idsim.sweep import Job, collect, config_hash, job_dir_name, main, swept_keys, write_status
+from idsim.jobs import Job, config_hash, job_dir_name, write_status
+from idsim.sweep import collect, main, swept_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["dataset.n_images=12", "batch_size=6", "sources=[alexnet]", "plots=false", "progress=false"]
-# 2 targets x 2 metrics that run, and the same four with an invalid unit_ratio (passes Hydra, fails in
-# run_experiment before any forward pass): four failed jobs cost almost nothing
-GRID = ["target=alexnet,resnet18", "metric=cka,cka_debiased", "unit_ratio=1.0,7", "logger=none"]
-GOOD = {f"metric={m},target={t},unit_ratio=1.0" for m in ("cka", "cka_debiased") for t in ("alexnet", "resnet18")}
-BAD = {name.replace("unit_ratio=1.0", "unit_ratio=7") for name in GOOD}
-WANDB = ["target=alexnet", "metric=cka", "unit_ratio=1.0,7", "logger=wandb", "wandb.mode=offline"]
+TINY = ["extraction.batch_size=6", "sources=[alexnet]", "plots=false", "extraction.progress=false"]
+# 2 targets x 2 metrics that run, and the same four on 2 images (a valid config that fails in
+# run_experiment, when the metric sees the probe set, before any forward pass): four failed jobs cost almost nothing
+GRID = ["target=alexnet,resnet18", "metric=cka,cka_debiased", "dataset.n_images=12,2", "logger=none"]
+GOOD = {f"dataset.n_images=12,metric={m},target={t}" for m in ("cka", "cka_debiased") for t in ("alexnet", "resnet18")}
+BAD = {name.replace("n_images=12", "n_images=2") for name in GOOD}
+FAILURE = "needs at least"  # the metric's one line for 2 images
+WANDB = ["target=alexnet", "metric=cka", "dataset.n_images=12,2", "logger=wandb", "logger.mode=offline"]
 
 
 def _start(args: list[str], sweep_dir: Path, env: dict | None = None) -> subprocess.Popen:
@@ -81,9 +83,9 @@ def test_sweep_writes_status_files_and_a_summary(sweeps):
 
     jobs = pd.read_csv(io.BytesIO(sweeps["summary"]["jobs.csv"]))
     assert sorted(jobs["job"]) == sorted(GOOD | BAD)
-    assert {"target", "metric", "unit_ratio", "state", "status_file", "log"} <= set(jobs.columns)
-    assert set(jobs.loc[jobs["unit_ratio"] == 1.0, "state"]) == {"done"}
-    assert set(jobs.loc[jobs["unit_ratio"] == 7, "state"]) == {"failed"}
+    assert {"target", "metric", "dataset.n_images", "state", "status_file", "log"} <= set(jobs.columns)
+    assert set(jobs.loc[jobs["dataset.n_images"] == 12, "state"]) == {"done"}
+    assert set(jobs.loc[jobs["dataset.n_images"] == 2, "state"]) == {"failed"}
 
     # the summary is every finished job's own table, concatenated, with the job and swept values in front
     ident = pd.read_csv(io.BytesIO(sweeps["summary"]["identifiability.csv"]))
@@ -106,10 +108,10 @@ def test_failed_jobs_are_named_recorded_and_logged(sweeps):
     tail = res.stderr.strip().splitlines()[-4:]
     for name in BAD:
         bad = grid / name
-        assert any(line.strip().startswith(f"{name}: IdsimError: unit_ratio must be a number in (0, 1]")
+        assert any(line.strip().startswith(f"{name}: IdsimError:") and FAILURE in line
                    and str(bad / "status.json") in line and str(bad / "run.log") in line for line in tail), tail
         st = before[name]
-        assert st["state"] == "failed" and "unit_ratio must be a number in (0, 1]" in st["error"], st
+        assert st["state"] == "failed" and FAILURE in st["error"], st
         assert "Traceback" in st["traceback"] and "Traceback" in (bad / "run.log").read_text()
 
 
@@ -168,11 +170,11 @@ def _wandb_run(folder: Path) -> tuple[object, int | None]:
 def test_wandb_one_offline_run_per_job_grouped_by_sweep(logged):
     logged, res = logged
     assert res.returncode == 1 and "1 of 2 jobs failed" in res.stderr, res.stderr[-3000:]
-    run, code = _wandb_run(logged / "unit_ratio=1.0")
-    assert (run.run_group, run.display_name, run.job_type, code) == ("logged", "unit_ratio=1.0", "identify", 0)
+    run, code = _wandb_run(logged / "dataset.n_images=12")
+    assert (run.run_group, run.display_name, run.job_type, code) == ("logged", "dataset.n_images=12", "identify", 0)
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
-    assert config["target"]["name"] == "alexnet" and config["unit_ratio"] == 1.0  # the resolved job config
-    assert not (logged / "unit_ratio=7" / "wandb").exists()  # failed before any work
+    assert config["target"]["name"] == "alexnet" and config["dataset"]["n_images"] == 12  # the resolved job config
+    assert not (logged / "dataset.n_images=2" / "wandb").exists()  # failed before any work
     summary, code = _wandb_run(logged / "summary")
     assert (summary.run_group, summary.display_name, summary.job_type, code) == ("logged", "summary", "sweep-summary", 0)
 
@@ -190,8 +192,9 @@ def test_job_dir_name_is_safe_stable_and_unique():
 
 def test_job_dir_name_keeps_only_swept_keys(tmp_path):
     (tmp_path / "multirun.yaml").write_text(
-        "hydra:\n  overrides:\n    task: ['target=alexnet,vgg11', 'batch_size=6', 'metric=glob(*)']\n")
-    assert job_dir_name(["batch_size=6", "target=vgg11", "metric=cka"], str(tmp_path)) == "metric=cka,target=vgg11"
+        "hydra:\n  overrides:\n    task: ['target=alexnet,vgg11', 'extraction.batch_size=6', 'metric=glob(*)']\n")
+    assert job_dir_name(["extraction.batch_size=6", "target=vgg11", "metric=cka"], str(tmp_path)) == \
+        "metric=cka,target=vgg11"
 
 
 def test_swept_keys_and_config_hash():

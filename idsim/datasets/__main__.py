@@ -112,27 +112,28 @@ def _positive(minimum: int):
     return parse
 
 
-def compose_dataset(overrides: Sequence[str]) -> dict:
-    """The resolved ``dataset`` node of the config ``run.py`` would compose from ``overrides``."""
+def compose_dataset(overrides: Sequence[str]):
+    """The ``dataset`` node (a DictConfig of the set's options class, interpolations unresolved) of the
+    config ``run.py`` would compose from ``overrides``; :func:`~idsim.datasets.load_probe_set` builds it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from ..config import CONF_DIR, check_overrides, register_models
+    from .. import schema
+    from ..config import CONF_DIR, check_overrides
 
     bad = [o for o in overrides if "=" not in o and not o.startswith("~")]
     if bad:
         raise IdsimError(f"unexpected argument {bad[0]!r}: overrides are key=value, e.g. dataset=folder"
                          f" dataset.root=/data/images")
     check_overrides(list(overrides))
-    register_models()
+    schema.register()  # dataset/base_<name> and the run's schemas, which the YAML files of conf/ extend
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", list(overrides))
-        return OmegaConf.to_container(cfg.dataset, resolve=True)  # type: ignore[return-value]
+        return cfg.dataset
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if first.startswith("Could not override"):

@@ -20,15 +20,19 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
 
 from ..errors import IdsimError
+from ..schema import int_at_least, opt, optional
+from . import cache_dir as idsim_cache_dir
+from . import cap
 from .base import ProbeSet
-from .folders import DirStore, Entry, FileProbeSet, list_images, open_checked, pop_bool, root_dir
+from .folders import DirStore, Entry, FileOptions, FileProbeSet, list_images, open_checked, root_dir
 
 log = logging.getLogger("idsim")
 
@@ -41,11 +45,6 @@ HOW = ("dataset=allen_scenes needs the Allen Brain Observatory natural scenes: s
        " scene images named by index, 0.png ... 117.png>, dataset.nwb=<a three_session_B ophys NWB file>, or"
        " dataset.download=true (AllenSDK's BrainObservatoryCache: pip install allensdk, needs internet)")
 ROOT_LAYOUT = "a folder of the scene images, one per scene, named by scene index (0.png ... 117.png, any format)"
-
-
-def _default_cache_dir() -> Path:
-    base = os.environ.get("IDSIM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "idsim")
-    return Path(base) / "allen_brain_observatory"
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -134,7 +133,7 @@ def _scene_index(rel: str) -> int | None:
     return int(digits[-1]) if digits else None
 
 
-def from_folder(root: Path, n_images: Any, skip_unreadable: bool) -> FileProbeSet:
+def from_folder(root: Path, n_images: int | None, skip_unreadable: bool) -> FileProbeSet:
     """Source 1: scene image files named by index, in index order."""
     rels = list_images(root, recursive=False)
     if not rels:
@@ -194,39 +193,53 @@ def fetch_nwb(manifest_file: Path, experiment_id: int | None) -> tuple[Path, int
     return Path(data.nwb_file), int(experiment_id)
 
 
-def _path(value: Any, key: str) -> Path:
-    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
-        raise IdsimError(f"dataset.{key} must be a file path, got {value!r}")
-    return Path(value).expanduser()
+def _nonempty(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip().strip("/"))
 
 
-def build(params: dict) -> ProbeSet:
-    """``dataset=allen_scenes``: from ``root``, else ``nwb``, else AllenSDK when ``download`` is true."""
-    root, nwb = params.get("root"), params.pop("nwb", None)
-    key = params.pop("nwb_key", TEMPLATE_KEY)
-    download = pop_bool(params, "download", False)
-    manifest, cache_dir = params.pop("manifest_file", None), params.pop("cache_dir", None)
-    experiment_id = params.pop("experiment_id", None)
-    skip = pop_bool(params, "skip_unreadable", False)
-    if not isinstance(key, str) or not key.strip("/"):
-        raise IdsimError(f"dataset.nwb_key must be an HDF5 path such as {TEMPLATE_KEY}, got {key!r}")
-    key = key.strip("/")
-    if experiment_id is not None and (isinstance(experiment_id, bool) or not isinstance(experiment_id, int)):
-        raise IdsimError(f"dataset.experiment_id must be an integer ophys experiment id or null, got {experiment_id!r}")
-    chosen = [k for k, v in (("root", root), ("nwb", nwb), ("download", download or None)) if v is not None]
-    if len(chosen) > 1:
-        log.warning("allen_scenes: %s given; using %s (order: root, nwb, download)", " and ".join(chosen), chosen[0])
-    if root is not None:
-        return from_folder(root_dir(params, "allen_scenes", ROOT_LAYOUT), params.get("n_images"), skip)
-    params.pop("root", None)
-    if nwb is not None:
-        path = _path(nwb, "nwb")
-        if not path.is_file():
-            raise IdsimError(f"dataset.nwb={nwb}: no such file; expected a {SESSION_TYPE} ophys NWB file")
-        return TemplateProbeSet(path, key, {"source": "nwb"})
-    if download or manifest is not None:
-        base = _path(cache_dir, "cache_dir") if cache_dir is not None else _default_cache_dir()
-        manifest_file = _path(manifest, "manifest_file") if manifest is not None else base / "manifest.json"
-        path, exp = fetch_nwb(manifest_file, experiment_id)
-        return TemplateProbeSet(path, key, {"source": "allensdk", "experiment_id": exp})
-    raise IdsimError(HOW)
+@dataclass
+class AllenScenesOptions(FileOptions):
+    """``dataset=allen_scenes``: from ``root``, else ``nwb``, else AllenSDK when ``download`` is true
+    (conf/dataset/allen_scenes.yaml). ``root``: a folder of the scene images named by index (0.png ...
+    117.png, any format); ``n_images`` null: all scenes, N: scenes 0..N-1; ``skip_unreadable``: root only."""
+
+    name: str = "allen_scenes"
+    # a three_session_B ophys NWB file (template read lazily with h5py)
+    nwb: Optional[str] = opt(None, "null or the path of a three_session_B ophys NWB file")
+    # the template's HDF5 path (a group with `data`, or a dataset)
+    nwb_key: str = opt(TEMPLATE_KEY, f"an HDF5 path such as {TEMPLATE_KEY}", _nonempty)
+    # true: fetch an NWB file with AllenSDK's BrainObservatoryCache (pip install allensdk; internet)
+    download: bool = False
+    # AllenSDK's download folder (its manifest.json lives here); the YAML puts it under the run's cache.dir
+    cache_dir: str = opt(valid="a folder path (AllenSDK's download folder)", check=_nonempty,
+                         factory=lambda: idsim_cache_dir("allen_brain_observatory"))
+    # an existing AllenSDK manifest instead (also selects the AllenSDK source)
+    manifest_file: Optional[str] = opt(None, "null or the path of an AllenSDK manifest file",
+                                       optional(_nonempty))
+    # null: the lowest-numbered three_session_B experiment; or an ophys experiment id
+    experiment_id: Optional[int] = opt(None, "null (the lowest-numbered three_session_B experiment) or an ophys"
+                                             " experiment id (an integer)", optional(int_at_least(0)))
+
+    def build(self) -> ProbeSet:
+        root, nwb, download = self.root, self.nwb, self.download
+        chosen = [k for k, v in (("root", root), ("nwb", nwb), ("download", download or None)) if v is not None]
+        if len(chosen) > 1:
+            log.warning("allen_scenes: %s given; using %s (order: root, nwb, download)", " and ".join(chosen),
+                        chosen[0])
+        key = self.nwb_key.strip("/")
+        if root is not None:
+            probe: ProbeSet = from_folder(root_dir(root, "allen_scenes", ROOT_LAYOUT), self.n_images,
+                                          self.skip_unreadable)
+        elif nwb is not None:
+            path = Path(nwb).expanduser()
+            if not path.is_file():
+                raise IdsimError(f"dataset.nwb={nwb}: no such file; expected a {SESSION_TYPE} ophys NWB file")
+            probe = TemplateProbeSet(path, key, {"source": "nwb"})
+        elif download or self.manifest_file is not None:
+            manifest_file = (Path(self.manifest_file).expanduser() if self.manifest_file is not None
+                             else Path(self.cache_dir).expanduser() / "manifest.json")
+            path, exp = fetch_nwb(manifest_file, self.experiment_id)
+            probe = TemplateProbeSet(path, key, {"source": "allensdk", "experiment_id": exp})
+        else:
+            raise IdsimError(HOW)
+        return cap(probe, self.n_images)

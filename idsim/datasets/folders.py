@@ -2,7 +2,11 @@
 
 Every set here is a :class:`FileProbeSet`: a fixed, ordered list of image files, decoded by
 Pillow and converted to RGB (grayscale repeated over three channels; 16-bit images scaled to
-8 bits; an alpha channel dropped, as torchvision's and Brain-Score's loaders do).
+8 bits; an alpha channel dropped, as torchvision's and Brain-Score's loaders do). Each has an
+options dataclass (:class:`FolderOptions`, :class:`ImagenetOptions`, :class:`HvmOptions`,
+:class:`FreemanZiembaOptions`; shared fields in :class:`FileOptions`) whose ``build()`` reads the
+files: what the files hold (a root that exists, a CSV, readable images) is checked there, the
+option values by the options' own checks.
 
 * ``dataset=folder``: every image under ``root`` (recursive), in sorted path order; label = the
   sub-folder relative to ``root`` (None for files directly in ``root``).
@@ -34,12 +38,14 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Iterable, Sequence
+from typing import IO, Any, Iterable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..errors import IdsimError
+from ..schema import ProbeSetOptions, int_at_least, one_of, opt, optional
+from . import cap
 from .base import ProbeSet
 
 log = logging.getLogger("idsim")
@@ -224,22 +230,15 @@ def unreadable_reason(store: Store, key: str) -> str | None:
     return None
 
 
-def _limit(n_images: Any) -> int | None:
-    """``n_images`` when it is a usable cap (a positive int); otherwise check everything."""
-    if isinstance(n_images, int) and not isinstance(n_images, bool) and n_images > 0:
-        return n_images
-    return None
-
-
 def open_checked(name: str, store: Store, entries: Sequence[Entry], options: dict[str, Any], *,
-                 n_images: Any = None, skip_unreadable: bool = False) -> FileProbeSet:
+                 n_images: int | None, skip_unreadable: bool) -> FileProbeSet:
     """Check the files a run can use and return the set.
 
     Files are checked in order until ``n_images`` readable ones are found (all of them when
     ``n_images`` is None). Unreadable files are an error naming the first few, or with
     ``skip_unreadable`` are dropped with a warning giving their count.
     """
-    want = _limit(n_images)
+    want = n_images
     kept: list[Entry] = []
     bad: list[tuple[str, str]] = []
     for e in entries:
@@ -263,37 +262,33 @@ def open_checked(name: str, store: Store, entries: Sequence[Entry], options: dic
 
 
 # --------------------------------------------------------------------------------------------
-# option parsing shared by the builders
+# options shared by the sets read from files
 # --------------------------------------------------------------------------------------------
 
-def root_dir(params: dict, dataset: str, layout: str, key: str = "root") -> Path:
-    """Pop ``params[key]`` and return it as an existing folder, or say what is expected."""
-    value = params.pop(key, None)
+@dataclass
+class FileOptions(ProbeSetOptions):
+    """Options of every set read from local files (no ``name``: a base, not a probe set)."""
+
+    # required: where the files are (absolute, or relative to the working directory); each set says its layout
+    root: Optional[str] = opt(None, "a folder path")
+    # null: every (selected) image; N: the first N (a prefix: never changes which images come first)
+    n_images: Optional[int] = opt(None, "null (all images) or a positive integer (the first N)",
+                                  optional(int_at_least(1)))
+    # false: corrupt/unreadable files are an error naming them; true: skip them with a warning
+    skip_unreadable: bool = False
+
+
+def root_dir(value: Any, dataset: str, layout: str, key: str = "root") -> Path:
+    """``value`` (the option ``key``) as an existing folder, or say what is expected."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise IdsimError(f"dataset.{key} is not set: dataset={dataset} reads local files (set dataset.{key}=/path),"
                          f" expected {layout}")
-    if not isinstance(value, (str, os.PathLike)):
-        raise IdsimError(f"dataset.{key} must be a folder path, got {value!r}")
     path = Path(value).expanduser()
     if not path.exists():
         raise IdsimError(f"dataset.{key}={value} does not exist; expected {layout}")
     if not path.is_dir():
         raise IdsimError(f"dataset.{key}={value} is not a folder; expected {layout}")
     return path.resolve()
-
-
-def pop_bool(params: dict, key: str, default: bool) -> bool:
-    value = params.pop(key, default)
-    if not isinstance(value, bool):
-        raise IdsimError(f"dataset.{key} must be true or false, got {value!r}")
-    return value
-
-
-def pop_choice(params: dict, key: str, choices: Sequence[str], default: str) -> str:
-    value = params.pop(key, default)
-    if value not in choices:
-        raise IdsimError(f"dataset.{key}={value!r}; valid: {', '.join(choices)}")
-    return value
 
 
 def _sort_key(rel: str) -> tuple[str, ...]:
@@ -345,21 +340,30 @@ FOLDER_LAYOUT = (f"a folder of images ({_EXT_LIST}), optionally in sub-folders w
                  " e.g. root/cats/a.jpg, root/dogs/b.png")
 
 
-def build_folder(params: dict) -> FileProbeSet:
-    """``dataset=folder``: every image below ``root``, in sorted path order (or interleaved by label)."""
-    root = root_dir(params, "folder", FOLDER_LAYOUT)
-    recursive = pop_bool(params, "recursive", True)
-    order = pop_choice(params, "order", ("sorted", "interleaved"), "sorted")
-    skip = pop_bool(params, "skip_unreadable", False)
-    rels = list_images(root, recursive)
-    if not rels:
-        raise IdsimError(f"dataset.root={root} has no images ({_EXT_LIST}{', recursive' if recursive else ''});"
-                         f" expected {FOLDER_LAYOUT}")
-    entries = [Entry(rel, rel, None if "/" not in rel else rel.rsplit("/", 1)[0]) for rel in rels]
-    if order == "interleaved":
-        entries = interleave(entries)
-    return open_checked("folder", DirStore(root), entries, {"recursive": recursive, "order": order},
-                        n_images=params.get("n_images"), skip_unreadable=skip)
+@dataclass
+class FolderOptions(FileOptions):
+    """``dataset=folder``: every image below ``root`` (required: the folder), in sorted path order (or
+    interleaved by label) (conf/dataset/folder.yaml)."""
+
+    name: str = "folder"
+    # false: only files directly in root
+    recursive: bool = True
+    # sorted (by path, i.e. grouped by sub-folder) | interleaved (round-robin over labels)
+    order: str = opt("sorted", "sorted (by path, grouped by sub-folder) or interleaved (round-robin over labels)",
+                     one_of("sorted", "interleaved"))
+
+    def build(self) -> ProbeSet:
+        root = root_dir(self.root, "folder", FOLDER_LAYOUT)
+        rels = list_images(root, self.recursive)
+        if not rels:
+            where = f"{_EXT_LIST}{', recursive' if self.recursive else ''}"
+            raise IdsimError(f"dataset.root={root} has no images ({where}); expected {FOLDER_LAYOUT}")
+        entries = [Entry(rel, rel, None if "/" not in rel else rel.rsplit("/", 1)[0]) for rel in rels]
+        if self.order == "interleaved":
+            entries = interleave(entries)
+        probe = open_checked("folder", DirStore(root), entries, {"recursive": self.recursive, "order": self.order},
+                             n_images=self.n_images, skip_unreadable=self.skip_unreadable)
+        return cap(probe, self.n_images)
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,55 +391,66 @@ def imagenet_words() -> list[str]:
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def build_imagenet(params: dict) -> FileProbeSet:
-    """``dataset=imagenet``: the first ``images_per_class`` images of each class, interleaved by class."""
-    root = _imagenet_root(root_dir(params, "imagenet", IMAGENET_LAYOUT))
-    k = params.pop("images_per_class", 3)
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise IdsimError(f"dataset.images_per_class must be a positive integer or null (all), got {k!r}")
-    order = pop_choice(params, "order", ("interleaved", "class_major"), "interleaved")
-    labels = pop_choice(params, "labels", ("wnid", "words"), "wnid")
-    skip = pop_bool(params, "skip_unreadable", False)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    loose = [f.name for f in root.iterdir() if f.is_file() and is_image_name(f.name)]
-    if not classes:
-        hint = f" (it holds {len(loose)} loose images: a flat folder, not class sub-folders)" if loose else ""
-        raise IdsimError(f"dataset.root={root} has no class sub-folders{hint}; expected {IMAGENET_LAYOUT}")
-    names: dict[str, str] = {c: c for c in classes}
-    if labels == "words":
-        if len(classes) != 1000 or not all(_WNID.match(c) for c in classes):
-            raise IdsimError(f"dataset.labels=words needs the 1000 ImageNet class folders (n01440764 ...), found"
-                             f" {len(classes)} folders; use dataset.labels=wnid")
-        names = dict(zip(classes, imagenet_words()))
-    entries: list[Entry] = []
-    empty: list[str] = []
-    for c in classes:
-        files = list_images(root / c)
-        if not files:
-            empty.append(c)
-        for rel in files[:k]:
-            entries.append(Entry(f"{c}/{rel}", PurePosixPath(rel).stem, names[c]))
-    if not entries:
-        raise IdsimError(f"dataset.root={root}: its {len(classes)} class folders hold no images ({_EXT_LIST});"
-                         f" expected {IMAGENET_LAYOUT}")
-    if empty:
-        log.warning("dataset imagenet: %d class folder(s) without images ignored: %s", len(empty),
-                    ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else ""))
-    if order == "interleaved":
-        entries = interleave(entries)
-    return open_checked("imagenet", DirStore(root), entries,
-                        {"images_per_class": k, "order": order, "labels": labels},
-                        n_images=params.get("n_images"), skip_unreadable=skip)
+@dataclass
+class ImagenetOptions(FileOptions):
+    """``dataset=imagenet``: the first ``images_per_class`` images of each class, interleaved by class
+    (conf/dataset/imagenet.yaml). ``root`` (required): the validation folder with one sub-folder per
+    class; ``n_images``: the first N in ``order``."""
+
+    name: str = "imagenet"
+    # the first k files of each class in sorted file-name order (null: all)
+    images_per_class: Optional[int] = opt(3, "a positive integer (the first k files of each class) or null (all)",
+                                          optional(int_at_least(1)))
+    # interleaved: image i is the (i // n_classes)-th image of class (i % n_classes), so any prefix covers as
+    # many classes as possible | class_major: class by class
+    order: str = opt("interleaved", "interleaved (round-robin over classes) or class_major (class by class)",
+                     one_of("interleaved", "class_major"))
+    # wnid (folder name, e.g. n01440764) | words (torchvision's class names; needs all 1000 classes)
+    labels: str = opt("wnid", "wnid (the class folder's name) or words (torchvision's class names)",
+                      one_of("wnid", "words"))
+
+    def build(self) -> ProbeSet:
+        root = _imagenet_root(root_dir(self.root, "imagenet", IMAGENET_LAYOUT))
+        k, labels = self.images_per_class, self.labels
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        loose = [f.name for f in root.iterdir() if f.is_file() and is_image_name(f.name)]
+        if not classes:
+            hint = f" (it holds {len(loose)} loose images: a flat folder, not class sub-folders)" if loose else ""
+            raise IdsimError(f"dataset.root={root} has no class sub-folders{hint}; expected {IMAGENET_LAYOUT}")
+        names: dict[str, str] = {c: c for c in classes}
+        if labels == "words":
+            if len(classes) != 1000 or not all(_WNID.match(c) for c in classes):
+                raise IdsimError(f"dataset.labels=words needs the 1000 ImageNet class folders (n01440764 ...), found"
+                                 f" {len(classes)} folders; use dataset.labels=wnid")
+            names = dict(zip(classes, imagenet_words()))
+        entries: list[Entry] = []
+        empty: list[str] = []
+        for c in classes:
+            files = list_images(root / c)
+            if not files:
+                empty.append(c)
+            for rel in files[:k]:
+                entries.append(Entry(f"{c}/{rel}", PurePosixPath(rel).stem, names[c]))
+        if not entries:
+            raise IdsimError(f"dataset.root={root}: its {len(classes)} class folders hold no images ({_EXT_LIST});"
+                             f" expected {IMAGENET_LAYOUT}")
+        if empty:
+            log.warning("dataset imagenet: %d class folder(s) without images ignored: %s", len(empty),
+                        ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else ""))
+        if self.order == "interleaved":
+            entries = interleave(entries)
+        probe = open_checked("imagenet", DirStore(root), entries,
+                             {"images_per_class": k, "order": self.order, "labels": labels},
+                             n_images=self.n_images, skip_unreadable=self.skip_unreadable)
+        return cap(probe, self.n_images)
 
 
 # --------------------------------------------------------------------------------------------
 # Brain-Score stimulus sets (CSV + images): dataset=hvm, dataset=freeman_ziemba
 # --------------------------------------------------------------------------------------------
 
-def _pick_csv(root: Path, csv: Any, dataset: str, layout: str) -> Path:
+def _pick_csv(root: Path, csv: str | None, dataset: str, layout: str) -> Path:
     if csv is not None:
-        if not isinstance(csv, (str, os.PathLike)):
-            raise IdsimError(f"dataset.csv must be a file name or path, got {csv!r}")
         p = Path(csv).expanduser()
         p = p if p.is_absolute() else root / p
         if not p.is_file():
@@ -531,13 +546,18 @@ def _norm_level(value: Any) -> str:
         return s
 
 
-def _levels(value: Any, key: str, example: str) -> list[Any] | None:
+def _levels(value: Any) -> list[Any] | None:
+    """A filter option (null, a value or a list of values) as a list (None: no filter)."""
     if value is None:
         return None
-    vals = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not vals or any(isinstance(v, (bool, dict, list)) or v is None for v in vals):
-        raise IdsimError(f"dataset.{key} must be null (all), a value or a list of values (e.g. {example}), got {value!r}")
-    return vals
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _levels_ok(value: Any) -> bool:
+    """null, one number or string, or a non-empty list of them."""
+    vals = _levels(value)
+    return vals is None or (len(vals) > 0 and all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
+                                                  for v in vals))
 
 
 def _filter(df, column: str, wanted: list[Any] | None, key: str, dataset: str, norm=_norm_level):
@@ -553,15 +573,16 @@ def _filter(df, column: str, wanted: list[Any] | None, key: str, dataset: str, n
     return out
 
 
-def _stimulus_set(name: str, root: Path, csv_path: Path, df, label_column: str, order: str, options: dict,
-                  params: dict, skip: bool, layout: str) -> FileProbeSet:
+def _stimulus_set(name: str, csv_path: Path, df, label_column: str, order: str, options: dict,
+                  n_images: int | None, skip: bool, layout: str) -> ProbeSet:
     store = locate_images(csv_path, list(df["filename"]), name, layout)
     entries = [Entry(str(f), str(s), str(lab)) for f, s, lab in zip(df["filename"], df["stimulus_id"], df[label_column])]
     if order == "interleaved":
         entries = interleave(entries)
     csv_digest = hashlib.sha256(csv_path.read_bytes()).hexdigest()
-    return open_checked(name, store, entries, {**options, "order": order, "csv_sha256": csv_digest},
-                        n_images=params.get("n_images"), skip_unreadable=skip)
+    probe = open_checked(name, store, entries, {**options, "order": order, "csv_sha256": csv_digest},
+                         n_images=n_images, skip_unreadable=skip)
+    return cap(probe, n_images)
 
 
 HVM_LAYOUT = ("a Brain-Score HvM stimulus set: a CSV with columns stimulus_id (or image_id), filename, object_name"
@@ -569,19 +590,38 @@ HVM_LAYOUT = ("a Brain-Score HvM stimulus set: a CSV with columns stimulus_id (o
               " or in the zip itself")
 
 
-def build_hvm(params: dict) -> FileProbeSet:
-    """``dataset=hvm``: the HvM / Majaj-Hong object images from a local Brain-Score stimulus set."""
-    root = root_dir(params, "hvm", HVM_LAYOUT)
-    csv_path = _pick_csv(root, params.pop("csv", None), "hvm", HVM_LAYOUT)
-    variation = _levels(params.pop("variation", None), "variation", "[3, 6]")
-    order = pop_choice(params, "order", ("interleaved", "csv"), "interleaved")
-    skip = pop_bool(params, "skip_unreadable", False)
-    df = read_stimulus_csv(csv_path, ("stimulus_id", "filename", "object_name"), "hvm")
-    df = _filter(df, "variation", variation, "variation", "hvm")
-    label = "category_name" if "category_name" in df.columns else "object_name"
-    return _stimulus_set("hvm", root, csv_path, df, label, order,
-                         {"variation": sorted(_norm_level(v) for v in variation) if variation else None,
-                          "label_column": label}, params, skip, HVM_LAYOUT)
+@dataclass
+class StimulusSetOptions(FileOptions):
+    """Options of a Brain-Score stimulus set on disk (no ``name``: a base). ``root`` (required): the
+    folder holding the stimulus CSV (and the images or their zip); ``n_images``: the first N in ``order``."""
+
+    # null: the single *.csv in root; or a file name/path
+    csv: Optional[str] = opt(None, "null (the single *.csv in root) or a file name or path")
+    # interleaved: round-robin over the labels (balanced prefixes) | csv: the CSV's row order
+    order: str = opt("interleaved", "interleaved (round-robin over the labels) or csv (the CSV's row order)",
+                     one_of("interleaved", "csv"))
+
+
+@dataclass
+class HvmOptions(StimulusSetOptions):
+    """``dataset=hvm``: the HvM / Majaj-Hong object images from a local Brain-Score stimulus set
+    (conf/dataset/hvm.yaml)."""
+
+    name: str = "hvm"
+    # null: all; or a level or list of levels of the `variation` column, e.g. [3, 6]
+    variation: Any = opt(None, "null (all), a level or a list of levels of the CSV's variation column, e.g. [3, 6]",
+                         _levels_ok)
+
+    def build(self) -> ProbeSet:
+        root = root_dir(self.root, "hvm", HVM_LAYOUT)
+        csv_path = _pick_csv(root, self.csv, "hvm", HVM_LAYOUT)
+        variation = _levels(self.variation)
+        df = read_stimulus_csv(csv_path, ("stimulus_id", "filename", "object_name"), "hvm")
+        df = _filter(df, "variation", variation, "variation", "hvm")
+        label = "category_name" if "category_name" in df.columns else "object_name"
+        return _stimulus_set("hvm", csv_path, df, label, self.order,
+                             {"variation": sorted(_norm_level(v) for v in variation) if variation else None,
+                              "label_column": label}, self.n_images, self.skip_unreadable, HVM_LAYOUT)
 
 
 FZ_LAYOUT = ("a Brain-Score FreemanZiemba2013 stimulus set: a CSV with columns stimulus_id (or image_id), filename,"
@@ -595,20 +635,30 @@ def _norm_resolution(value: Any) -> str:
     return f"{s}x{s}" if s.isdigit() else s
 
 
-def build_freeman_ziemba(params: dict) -> FileProbeSet:
-    """``dataset=freeman_ziemba``: the Freeman & Ziemba 2013 textures and noise from a local Brain-Score set."""
-    root = root_dir(params, "freeman_ziemba", FZ_LAYOUT)
-    csv_path = _pick_csv(root, params.pop("csv", None), "freeman_ziemba", FZ_LAYOUT)
-    kind = pop_choice(params, "texture_type", ("both", "texture", "noise"), "both")
-    resolution = _levels(params.pop("resolution", None), "resolution", "320x320")
-    order = pop_choice(params, "order", ("interleaved", "csv"), "interleaved")
-    skip = pop_bool(params, "skip_unreadable", False)
-    df = read_stimulus_csv(csv_path, ("stimulus_id", "filename", "texture_family", "texture_type"), "freeman_ziemba")
-    if kind != "both":
-        df = _filter(df, "texture_type", [kind], "texture_type", "freeman_ziemba", norm=lambda v: str(v).strip().lower())
-    df = _filter(df, "resolution", resolution, "resolution", "freeman_ziemba", norm=_norm_resolution)
-    df = df.assign(_family=df["texture_family"].map(_norm_level))
-    return _stimulus_set("freeman_ziemba", root, csv_path, df, "_family", order,
-                         {"texture_type": kind,
-                          "resolution": sorted(_norm_resolution(r) for r in resolution) if resolution else None},
-                         params, skip, FZ_LAYOUT)
+@dataclass
+class FreemanZiembaOptions(StimulusSetOptions):
+    """``dataset=freeman_ziemba``: the Freeman & Ziemba 2013 textures and noise from a local Brain-Score set
+    (conf/dataset/freeman_ziemba.yaml)."""
+
+    name: str = "freeman_ziemba"
+    # both | texture | noise
+    texture_type: str = opt("both", "both, texture or noise", one_of("both", "texture", "noise"))
+    # null: all; or a value or list of values of the `resolution` column, e.g. 320x320
+    resolution: Any = opt(None, "null (all), a value or a list of values of the CSV's resolution column, e.g. 320x320",
+                          _levels_ok)
+
+    def build(self) -> ProbeSet:
+        root = root_dir(self.root, "freeman_ziemba", FZ_LAYOUT)
+        csv_path = _pick_csv(root, self.csv, "freeman_ziemba", FZ_LAYOUT)
+        kind, resolution = self.texture_type, _levels(self.resolution)
+        df = read_stimulus_csv(csv_path, ("stimulus_id", "filename", "texture_family", "texture_type"),
+                               "freeman_ziemba")
+        if kind != "both":
+            df = _filter(df, "texture_type", [kind], "texture_type", "freeman_ziemba",
+                         norm=lambda v: str(v).strip().lower())
+        df = _filter(df, "resolution", resolution, "resolution", "freeman_ziemba", norm=_norm_resolution)
+        df = df.assign(_family=df["texture_family"].map(_norm_level))
+        return _stimulus_set("freeman_ziemba", csv_path, df, "_family", self.order,
+                             {"texture_type": kind,
+                              "resolution": sorted(_norm_resolution(r) for r in resolution) if resolution else None},
+                             self.n_images, self.skip_unreadable, FZ_LAYOUT)

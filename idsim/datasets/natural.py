@@ -18,14 +18,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import numbers
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
+from idsim.datasets import cap, distinct_names
 from idsim.datasets.base import ProbeSet
 from idsim.errors import IdsimError
+from idsim.schema import ProbeSetOptions, fraction, int_at_least, opt, optional
 
 #: bump whenever a change alters any pixel, so caches keyed on ``identity()`` invalidate
 GENERATOR_VERSION = 1
@@ -47,36 +49,6 @@ _LOADERS: dict[str, str] = {
 PHOTOS: tuple[str, ...] = tuple(_LOADERS)
 
 _MIN_SIZE = 16
-
-
-def _check_int(value: Any, what: str, minimum: int, valid: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise IdsimError(f"dataset.{what} must be {valid}, got {value!r}")
-    return int(value)
-
-
-def _check_fraction(value: Any, what: str) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 < float(value) <= 1.0
-    if not ok:
-        raise IdsimError(f"dataset.{what} must be a number in (0, 1] (fraction of the photo's shorter side),"
-                         f" got {value!r}")
-    return float(value)
-
-
-def _check_photos(photos: Any) -> tuple[str, ...]:
-    """``None`` (all photos) or a non-empty list of known photo names, without repeats."""
-    if photos is None:
-        return PHOTOS
-    valid = ", ".join(PHOTOS)
-    if isinstance(photos, str) or not isinstance(photos, Sequence) or len(photos) == 0:
-        raise IdsimError(f"dataset.photos must be null (all) or a non-empty list of photo names from: {valid};"
-                         f" got {photos!r}")
-    unknown = [p for p in photos if p not in _LOADERS]
-    if unknown:
-        raise IdsimError(f"dataset.photos: unknown photo(s) {', '.join(map(repr, unknown))}; valid: {valid}")
-    if len(set(photos)) != len(photos):
-        raise IdsimError(f"dataset.photos lists a photo twice: {list(photos)!r}")
-    return tuple(str(p) for p in photos)
 
 
 @functools.lru_cache(maxsize=None)
@@ -146,10 +118,12 @@ def natural_crop(rng: np.random.Generator, size: int, min_crop_frac: float = 0.3
 class NaturalProbeSet(ProbeSet):
     """Seeded square crops of scikit-image's bundled photographs, labelled by photo.
 
+    Build it from :class:`NaturalOptions` (which checks the values); the arguments are its fields.
+
     Args:
-        n_images: how many images the set holds (a positive integer).
-        seed: crop seed (a non-negative integer).
-        size: side of the square RGB images in pixels (an integer >= 16).
+        n_images: how many images the set holds.
+        seed: crop seed.
+        size: side of the square RGB images in pixels.
         min_crop_frac: smallest crop side as a fraction of the photo's shorter side, in (0, 1];
             1 gives the largest square of each photo (only the position varies).
         flip: mirror half of the crops left-right.
@@ -159,16 +133,11 @@ class NaturalProbeSet(ProbeSet):
 
     name = "natural"
 
-    def __init__(self, n_images: int = 100, seed: int = 0, size: int = 256, min_crop_frac: float = 0.4,
-                 flip: bool = True, photos: Sequence[str] | None = None):
-        self.n_images = _check_int(n_images, "n_images", 1, "a positive integer")
-        self.seed = _check_int(seed, "seed", 0, "a non-negative integer")
-        self.size = _check_int(size, "size", _MIN_SIZE, f"an integer >= {_MIN_SIZE} (pixels)")
-        self.min_crop_frac = _check_fraction(min_crop_frac, "min_crop_frac")
-        if not isinstance(flip, bool):
-            raise IdsimError(f"dataset.flip must be true or false, got {flip!r}")
-        self.flip = flip
-        self.photos = _check_photos(photos)
+    def __init__(self, *, n_images: int, seed: int, size: int, min_crop_frac: float, flip: bool,
+                 photos: Sequence[str] | None):
+        self.n_images, self.seed, self.size = int(n_images), int(seed), int(size)
+        self.min_crop_frac, self.flip = float(min_crop_frac), bool(flip)
+        self.photos = PHOTOS if photos is None else tuple(str(p) for p in photos)
 
     def __len__(self) -> int:
         return self.n_images
@@ -211,13 +180,27 @@ class NaturalProbeSet(ProbeSet):
                 f" min_crop_frac={self.min_crop_frac}, flip={self.flip}, photos={list(self.photos)})")
 
 
-def build(params: dict) -> NaturalProbeSet:
-    """``dataset=natural``: crops of scikit-image's bundled photographs."""
-    return NaturalProbeSet(
-        n_images=params.pop("n_images", 100),
-        seed=params.pop("seed", 0),
-        size=params.pop("size", 256),
-        min_crop_frac=params.pop("min_crop_frac", 0.4),
-        flip=params.pop("flip", True),
-        photos=params.pop("photos", None),
-    )
+@dataclass
+class NaturalOptions(ProbeSetOptions):
+    """``dataset=natural``: crops of scikit-image's bundled photographs (conf/dataset/natural.yaml)."""
+
+    name: str = "natural"
+    # how many images the set holds (image i never depends on it)
+    n_images: int = opt(100, "a positive integer (how many images)", int_at_least(1))
+    # crop seed; the YAML follows the run's `seed`
+    seed: int = opt(0, "an integer >= 0 (the crop seed)", int_at_least(0))
+    # side of the square images in pixels
+    size: int = opt(256, f"an integer >= {_MIN_SIZE} (pixels)", int_at_least(_MIN_SIZE))
+    # smallest crop side as a fraction of the photo's shorter side; 1: only the position varies
+    min_crop_frac: float = opt(0.4, "a number in (0, 1] (smallest crop side, as a fraction of the photo's shorter"
+                                    " side)", fraction)
+    # mirror half of the crops left-right
+    flip: bool = True
+    # null: all photos; or a list of names, e.g. [astronaut, chelsea, coffee, rocket]
+    photos: Optional[List[str]] = opt(None, f"null (all photos) or a non-empty list of distinct photo names from:"
+                                            f" {', '.join(PHOTOS)}", optional(distinct_names(PHOTOS)))
+
+    def build(self) -> NaturalProbeSet:
+        return cap(NaturalProbeSet(n_images=self.n_images, seed=self.seed, size=self.size,
+                                   min_crop_frac=self.min_crop_frac, flip=self.flip, photos=self.photos),
+                   self.n_images)

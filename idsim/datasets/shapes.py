@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import colorsys
 import math
-import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from idsim.datasets import cap
 from idsim.datasets.base import ProbeSet
-from idsim.errors import IdsimError
+from idsim.schema import ProbeSetOptions, int_at_least, opt
 
 #: bump whenever a change alters any pixel, so caches keyed on ``identity()`` invalidate
 GENERATOR_VERSION = 1
@@ -201,29 +202,22 @@ def _random_colour(rng: np.random.Generator, s_lo: float, s_hi: float,
 # the probe set
 # --------------------------------------------------------------------------------------------
 
-def _check_int(value: Any, what: str, minimum: int, valid: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise IdsimError(f"dataset.{what} must be {valid}, got {value!r}")
-    return int(value)
-
-
 class ShapesProbeSet(ProbeSet):
     """Procedurally generated objects on textured backgrounds (the default probe set).
 
+    Build it from :class:`ShapesOptions` (which checks the values); the arguments are its fields.
+
     Args:
-        n_images: how many images the set holds (a positive integer).
-        seed: generator seed (a non-negative integer); image ``i`` depends only on
-            ``(seed, size, i)``.
-        size: side of the square RGB images in pixels (an integer >= 32).
+        n_images: how many images the set holds.
+        seed: generator seed; image ``i`` depends only on ``(seed, size, i)``.
+        size: side of the square RGB images in pixels.
     """
 
     name = "shapes"
     categories: tuple[str, ...] = CATEGORIES
 
-    def __init__(self, n_images: int = 100, seed: int = 0, size: int = 256):
-        self.n_images = _check_int(n_images, "n_images", 1, "a positive integer")
-        self.seed = _check_int(seed, "seed", 0, "a non-negative integer")
-        self.size = _check_int(size, "size", _MIN_SIZE, f"an integer >= {_MIN_SIZE} (pixels)")
+    def __init__(self, *, n_images: int, seed: int, size: int):
+        self.n_images, self.seed, self.size = int(n_images), int(seed), int(size)
 
     # -- ProbeSet interface ------------------------------------------------------------------
 
@@ -376,6 +370,17 @@ class ShapesProbeSet(ProbeSet):
         return rgb, mask
 
 
-def build(params: dict) -> ShapesProbeSet:
-    """``dataset=shapes``: the embedded default set."""
-    return ShapesProbeSet(n_images=params.pop("n_images", 100), seed=params.pop("seed", 0), size=params.pop("size", 256))
+@dataclass
+class ShapesOptions(ProbeSetOptions):
+    """``dataset=shapes``: the embedded default set (conf/dataset/shapes.yaml)."""
+
+    name: str = "shapes"
+    # how many images the set holds (image i never depends on it)
+    n_images: int = opt(100, "a positive integer (how many images)", int_at_least(1))
+    # generator seed; the YAML follows the run's `seed`
+    seed: int = opt(0, "an integer >= 0 (the generator seed)", int_at_least(0))
+    # side of the square images in pixels
+    size: int = opt(256, f"an integer >= {_MIN_SIZE} (pixels)", int_at_least(_MIN_SIZE))
+
+    def build(self) -> ShapesProbeSet:
+        return cap(ShapesProbeSet(n_images=self.n_images, seed=self.seed, size=self.size), self.n_images)

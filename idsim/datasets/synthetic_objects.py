@@ -30,16 +30,16 @@ from __future__ import annotations
 import colorsys
 import functools
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from idsim.datasets import cap
 from idsim.datasets.base import ProbeSet
 from idsim.datasets.natural import natural_crop, photos_digest
-from idsim.errors import IdsimError
+from idsim.schema import ProbeSetOptions, int_at_least, one_of, opt
 
 #: bump whenever a change alters any pixel, so caches keyed on ``identity()`` invalidate
 GENERATOR_VERSION = 1
@@ -879,19 +879,16 @@ _RANGES = {  # variation level -> (max rotation per axis in degrees, max |shift|
 }
 
 
-def _check_int(value: Any, what: str, minimum: int, valid: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise IdsimError(f"dataset.{what} must be {valid}, got {value!r}")
-    return int(value)
-
-
 class SyntheticObjectsProbeSet(ProbeSet):
     """Rendered 3-D objects of eight categories on natural backgrounds, labelled by category.
 
+    Build it from :class:`SyntheticObjectsOptions` (which checks the values); the arguments are its
+    fields.
+
     Args:
-        n_images: how many images the set holds (a positive integer).
-        seed: generator seed (a non-negative integer).
-        size: side of the square RGB images in pixels (an integer >= 16).
+        n_images: how many images the set holds.
+        seed: generator seed.
+        size: side of the square RGB images in pixels.
         variation: 0, 3, 6 (HvM-like ranges of pose, position and scale) or ``"mixed"``
             (the three levels in turn, one per run of 8 images; balanced over every 24 images).
         background: ``"natural"`` (crops of scikit-image's photographs) or ``"gray"``.
@@ -900,17 +897,9 @@ class SyntheticObjectsProbeSet(ProbeSet):
     name = "synthetic_objects"
     categories: tuple[str, ...] = CATEGORIES
 
-    def __init__(self, n_images: int = 160, seed: int = 0, size: int = 256, variation: int | str = 6,
-                 background: str = "natural"):
-        self.n_images = _check_int(n_images, "n_images", 1, "a positive integer")
-        self.seed = _check_int(seed, "seed", 0, "a non-negative integer")
-        self.size = _check_int(size, "size", _MIN_SIZE, f"an integer >= {_MIN_SIZE} (pixels)")
-        if isinstance(variation, bool) or variation not in VARIATIONS:
-            raise IdsimError(f"dataset.variation must be one of 0, 3, 6 or mixed, got {variation!r}")
-        self.variation = variation
-        if background not in BACKGROUNDS:
-            raise IdsimError(f"dataset.background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
-        self.background = background
+    def __init__(self, *, n_images: int, seed: int, size: int, variation: int | str, background: str):
+        self.n_images, self.seed, self.size = int(n_images), int(seed), int(size)
+        self.variation, self.background = variation, background
 
     def __len__(self) -> int:
         return self.n_images
@@ -985,12 +974,25 @@ class SyntheticObjectsProbeSet(ProbeSet):
                 f" variation={self.variation!r}, background={self.background!r})")
 
 
-def build(params: dict) -> SyntheticObjectsProbeSet:
-    """``dataset=synthetic_objects``: rendered 3-D objects of eight categories."""
-    return SyntheticObjectsProbeSet(
-        n_images=params.pop("n_images", 160),
-        seed=params.pop("seed", 0),
-        size=params.pop("size", 256),
-        variation=params.pop("variation", 6),
-        background=params.pop("background", "natural"),
-    )
+@dataclass
+class SyntheticObjectsOptions(ProbeSetOptions):
+    """``dataset=synthetic_objects``: rendered 3-D objects of eight categories
+    (conf/dataset/synthetic_objects.yaml)."""
+
+    name: str = "synthetic_objects"
+    # how many images the set holds (image i never depends on it)
+    n_images: int = opt(160, "a positive integer (how many images)", int_at_least(1))
+    # generator seed; the YAML follows the run's `seed`
+    seed: int = opt(0, "an integer >= 0 (the generator seed)", int_at_least(0))
+    # side of the square images in pixels
+    size: int = opt(256, f"an integer >= {_MIN_SIZE} (pixels)", int_at_least(_MIN_SIZE))
+    # 0: canonical pose, centred, fixed size; 3: +-45 deg rotations, small shifts/scales;
+    # 6: +-90 deg about every axis, shifts up to 0.6 half-widths, scale 0.625-1.6; mixed: cycles 0/3/6
+    variation: Any = opt(6, "0 (canonical pose), 3, 6 (the widest) or mixed (all three in turn)", one_of(*VARIATIONS))
+    # natural (crops of scikit-image's photographs) | gray (flat, object only)
+    background: str = opt("natural", "natural (crops of scikit-image's photographs) or gray (the object alone)",
+                          one_of(*BACKGROUNDS))
+
+    def build(self) -> SyntheticObjectsProbeSet:
+        return cap(SyntheticObjectsProbeSet(n_images=self.n_images, seed=self.seed, size=self.size,
+                                            variation=self.variation, background=self.background), self.n_images)

@@ -34,18 +34,20 @@ import hashlib
 import io
 import json
 import logging
-import numbers
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from idsim.datasets import cache_dir as idsim_cache_dir
+from idsim.datasets import cap, distinct_names
 from idsim.datasets.base import ProbeSet
 from idsim.errors import IdsimError
+from idsim.schema import ProbeSetOptions, fail, int_at_least, opt, optional
 
 log = logging.getLogger(__name__)
 
@@ -317,36 +319,20 @@ def aperture_mask(size: int) -> np.ndarray:
 # the probe set
 # --------------------------------------------------------------------------------------------
 
-def _check_int(value: Any, what: str, minimum: int, valid: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise IdsimError(f"dataset.{what} must be {valid}, got {value!r}")
-    return int(value)
-
-
-def _check_families(families: Any) -> tuple[str, ...]:
-    valid = ", ".join(FAMILIES)
-    if families is None:
-        return tuple(FAMILIES)
-    if isinstance(families, str) or not isinstance(families, Sequence) or len(families) == 0:
-        raise IdsimError(f"dataset.families must be null (all) or a non-empty list from: {valid}; got {families!r}")
-    unknown = [f for f in families if f not in FAMILIES]
-    if unknown:
-        raise IdsimError(f"dataset.families: unknown texture family {', '.join(map(repr, unknown))}; valid: {valid}")
-    if len(set(families)) != len(families):
-        raise IdsimError(f"dataset.families lists a family twice: {list(families)!r}")
-    return tuple(str(f) for f in families)
-
-
-def default_cache_dir() -> Path:
-    """``$IDSIM_CACHE_DIR`` or ``~/.cache/idsim``, as in the top-level config's ``cache.dir``."""
-    return Path(os.environ.get("IDSIM_CACHE_DIR") or Path.home() / ".cache" / "idsim")
+def smallest_size(n_scales: int) -> int:
+    """The smallest image side the PS model takes at ``n_scales``: a multiple of ``2**n_scales`` that
+    holds the autocorrelation window at the coarsest scale."""
+    return 2 ** n_scales * SPATIAL_CORR_WIDTH
 
 
 class TextureNoiseProbeSet(ProbeSet):
     """PS textures and spectrally matched noise of several families, in a circular aperture.
 
+    Build it from :class:`TextureNoiseOptions` (which checks the values); the arguments are its
+    fields (``n_images`` caps the set afterwards).
+
     Args:
-        seed: a non-negative integer; with the other parameters it fixes every pixel.
+        seed: with the other parameters it fixes every pixel.
         size: image side in pixels; a multiple of ``2**n_scales`` and at least ``7 * 2**n_scales``.
         families: family names (``None``: all of :data:`FAMILIES`).
         n_samples: textures synthesised per family (each with its own starting noise).
@@ -360,33 +346,15 @@ class TextureNoiseProbeSet(ProbeSet):
     name = "texture_noise"
     kinds = KINDS
 
-    def __init__(self, seed: int = 0, size: int = 128, families: Sequence[str] | None = None, n_samples: int = 4,
-                 aperture: bool = True, iterations: int = 300, n_scales: int = 4, n_orientations: int = 4,
-                 cache_dir: str | os.PathLike | None = None):
-        self.seed = _check_int(seed, "seed", 0, "a non-negative integer")
-        self.n_scales = _check_int(n_scales, "n_scales", 1, "a positive integer (PS pyramid scales, e.g. 4)")
-        self.n_orientations = _check_int(n_orientations, "n_orientations", 1, "a positive integer (e.g. 4)")
-        self.size = self._check_size(size)
-        self.families = _check_families(families)
-        self.n_samples = _check_int(n_samples, "n_samples", 1, "a positive integer (textures per family)")
-        if not isinstance(aperture, bool):
-            raise IdsimError(f"dataset.aperture must be true or false, got {aperture!r}")
-        self.aperture = aperture
-        self.iterations = _check_int(iterations, "iterations", 1, "a positive integer (optimiser steps per texture)")
-        self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
+    def __init__(self, *, seed: int, size: int, families: Sequence[str] | None, n_samples: int, aperture: bool,
+                 iterations: int, n_scales: int, n_orientations: int, cache_dir: str | os.PathLike | None):
+        self.seed, self.size, self.n_samples = int(seed), int(size), int(n_samples)
+        self.families = tuple(FAMILIES) if families is None else tuple(str(f) for f in families)
+        self.aperture, self.iterations = bool(aperture), int(iterations)
+        self.n_scales, self.n_orientations = int(n_scales), int(n_orientations)
+        self.cache_dir = None if cache_dir in (None, "") else Path(cache_dir).expanduser()
         self.settings = SynthesisSettings(self.size, self.iterations, self.n_scales, self.n_orientations)
         self._pairs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def _check_size(self, size: Any) -> int:
-        step = 2 ** self.n_scales
-        smallest = step * SPATIAL_CORR_WIDTH
-        smallest = -(-smallest // step) * step
-        valid = (f"an integer multiple of 2**n_scales={step} and >= {smallest} for n_scales={self.n_scales}"
-                 f" (Portilla-Simoncelli pyramid), e.g. {max(smallest, 128)}")
-        size = _check_int(size, "size", smallest, valid)
-        if size % step:
-            raise IdsimError(f"dataset.size must be {valid}, got {size!r}")
-        return size
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -484,21 +452,50 @@ class TextureNoiseProbeSet(ProbeSet):
                 f" n_scales={self.n_scales}, n_orientations={self.n_orientations}, cache_dir={self.cache_dir})")
 
 
-def build(params: dict) -> TextureNoiseProbeSet:
-    """``dataset=texture_noise``: PS textures and spectrally matched noise (n_images caps it later)."""
-    cache_dir = params.pop("cache_dir", default_cache_dir())
-    return TextureNoiseProbeSet(
-        seed=params.pop("seed", 0),
-        size=params.pop("size", 128),
-        families=params.pop("families", None),
-        n_samples=params.pop("n_samples", 4),
-        aperture=params.pop("aperture", True),
-        iterations=params.pop("iterations", 300),
-        n_scales=params.pop("n_scales", 4),
-        n_orientations=params.pop("n_orientations", 4),
-        cache_dir=None if cache_dir in (None, "") else cache_dir,
-    )
+@dataclasses.dataclass
+class TextureNoiseOptions(ProbeSetOptions):
+    """``dataset=texture_noise``: PS textures and spectrally matched noise (conf/dataset/texture_noise.yaml)."""
+
+    name: str = "texture_noise"
+    # null: all (families x n_samples x 2 = 48 by default); N: the first N
+    n_images: Optional[int] = opt(None, "null (all images) or a positive integer (the first N)",
+                                  optional(int_at_least(1)))
+    # with the other keys, fixes every pixel (synthesis start noise, noise phase); the YAML follows the run's `seed`
+    seed: int = opt(0, "an integer >= 0 (synthesis starting noise and noise phases)", int_at_least(0))
+    # pixels; a multiple of 2**n_scales and >= 7 * 2**n_scales (one texture: ~30 s at 128 px, ~60 s at 256);
+    # checked against n_scales in check()
+    size: int = opt(128, "an integer multiple of 2**n_scales and >= 7 * 2**n_scales, e.g. 128", int_at_least(1))
+    # null: all of brick, grass, gravel, reptile, tissue, stars; or a list of them
+    families: Optional[List[str]] = opt(None, f"null (all) or a non-empty list of distinct texture families from:"
+                                              f" {', '.join(FAMILIES)}",
+                                        optional(distinct_names(tuple(FAMILIES))))
+    # textures per family (each from its own seeded starting noise)
+    n_samples: int = opt(4, "a positive integer (textures per family)", int_at_least(1))
+    # soft-edged circular aperture on mean gray; false: the full square
+    aperture: bool = True
+    # optimiser steps per texture (Adam, cosine schedule; loss falls ~90%)
+    iterations: int = opt(300, "a positive integer (optimiser steps per texture)", int_at_least(1))
+    # PS model pyramid scales
+    n_scales: int = opt(4, "a positive integer (Portilla-Simoncelli pyramid scales, e.g. 4)", int_at_least(1))
+    # PS model orientations
+    n_orientations: int = opt(4, "a positive integer (Portilla-Simoncelli orientations, e.g. 4)", int_at_least(1))
+    # textures are cached in <cache_dir>/textures/*.png (16-bit); null: memory only; the YAML uses the run's cache.dir
+    cache_dir: Optional[str] = opt(valid="a folder path, or null (textures in memory only)",
+                                   factory=idsim_cache_dir)
+
+    def check(self, key: str) -> None:
+        step, smallest = 2 ** self.n_scales, smallest_size(self.n_scales)
+        if self.size < smallest or self.size % step:
+            fail(f"{key}.size", self.size, f"an integer multiple of 2**n_scales={step} and >= {smallest} for"
+                                           f" n_scales={self.n_scales} (Portilla-Simoncelli pyramid), e.g."
+                                           f" {max(smallest, 128)}")
+
+    def build(self) -> ProbeSet:
+        probe = TextureNoiseProbeSet(seed=self.seed, size=self.size, families=self.families, n_samples=self.n_samples,
+                                     aperture=self.aperture, iterations=self.iterations, n_scales=self.n_scales,
+                                     n_orientations=self.n_orientations, cache_dir=self.cache_dir)
+        return cap(probe, self.n_images)
 
 
-__all__ = ["TextureNoiseProbeSet", "FAMILIES", "KINDS", "build", "source_image", "synthesize", "matched_noise",
-           "aperture_mask", "ps_model", "initial_image"]
+__all__ = ["TextureNoiseProbeSet", "TextureNoiseOptions", "FAMILIES", "KINDS", "source_image", "synthesize",
+           "matched_noise", "aperture_mask", "ps_model", "initial_image"]

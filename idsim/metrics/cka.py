@@ -11,9 +11,15 @@ normalised once, and every source x target layer pair comes out of one matrix pr
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import IdsimError
+from ..featureset import FeatureSet, Plan
+from ..gram import centred_gram
+from ..schema import MetricOptions
+from .base import SOURCE, TARGET, LayerScores, Metric
 
 
 def _as_2d(X, name: str) -> np.ndarray:
@@ -23,13 +29,6 @@ def _as_2d(X, name: str) -> np.ndarray:
     if X.ndim != 2:
         raise IdsimError(f"{name} must be a 2-D array (stimuli x units), got shape {X.shape}")
     return X
-
-
-def centred_gram(X) -> np.ndarray:
-    """Linear Gram matrix of column-centred features (float64): ``(X - mean) (X - mean)^T``."""
-    X = _as_2d(X, "X")
-    Xc = X - X.mean(0)
-    return Xc @ Xc.T
 
 
 def u_centre(K: np.ndarray) -> np.ndarray:
@@ -86,3 +85,36 @@ def cka_matrix(source_grams: list[np.ndarray], target_grams: list[np.ndarray], d
     S = np.stack([_normalised(K, debiased) for K in source_grams])
     T = np.stack([_normalised(K, debiased) for K in target_grams])
     return S @ T.T
+
+
+# --------------------------------------------------------------------------- the metric family
+
+
+@dataclass
+class Options(MetricOptions):
+    """``metric=cka`` / ``metric=cka_debiased``."""
+
+    name: str = "cka"
+    kind: str = "cka"
+    debiased: bool = False     # Song et al.'s unbiased HSIC (needs >= 4 images); false: the biased form
+
+
+class CKA(Metric):
+    """Linear CKA of every source x target layer pair, from each layer's column-centred Gram."""
+
+    kind = "cka"
+    Options = Options
+
+    def plan(self, role: str, unit_ratio: float = 1.0, seed: int = 0) -> Plan:
+        if role == TARGET:
+            return Plan(grams=("column",), unit_ratio=unit_ratio, drop_constant=True, seed=seed)
+        return Plan(grams=("column",), seed=seed)
+
+    def check(self, n_images: int) -> None:
+        super().check(n_images)
+        if self.options.debiased and n_images < 4:
+            raise IdsimError(f"{self.name}: debiased CKA needs at least 4 probe images, got {n_images}")
+
+    def score(self, source: FeatureSet, target: FeatureSet, seed: int = 0, device=None) -> LayerScores:
+        return LayerScores(cka_matrix(self._grams(source, "column", self.name, SOURCE),
+                                      self._grams(target, "column", self.name, TARGET), debiased=self.options.debiased))

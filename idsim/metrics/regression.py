@@ -15,250 +15,91 @@ Cross-validation (``cv``):
 ``alphas``: one value, or a grid from which alpha is chosen per target unit by the closed-form
 leave-one-out error on the training images of each fold (``"gcv"``: by the GCV criterion).
 
-All of it is exact linear algebra on one eigendecomposition per source layer and fold, shared
-by every target unit and alpha: ``X Xc^T`` in the dual when units outnumber images, ``Xc^T Xc``
-in the primal otherwise.
+The linear algebra (one eigendecomposition per source layer and fold, shared by every target
+unit and alpha) is in :mod:`idsim.metrics._ridge`, on torch, loaded when a regression runs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, List, Optional
 
 import numpy as np
-import torch
 
 from ..errors import IdsimError
+from ..featureset import FeatureSet, Plan
+from ..schema import MetricOptions, is_int, is_number, one_of, opt
+from .base import SOURCE, TARGET, LayerScores, Metric
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
 
 
+def _cv_ok(v: Any) -> bool:
+    return v in ("loo", "gcv") or is_int(v, 2)
+
+
 @dataclass
-class RegressionResult:
-    r: np.ndarray          # (m,) Pearson r per target unit (nan for units constant on held-out images)
-    alpha: np.ndarray      # (m,) alpha chosen per unit (mean over folds for k-fold)
+class Options(MetricOptions):
+    """``metric=regression`` / ``metric=regression_loo``."""
 
-    @property
-    def score(self) -> float:
-        """Median over units of the per-unit r (the layer-pair score)."""
-        return float(np.nanmedian(self.r)) if np.isfinite(self.r).any() else float("nan")
-
-
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-def engine(device=None, precision: str = "float64") -> tuple[torch.device, torch.dtype]:
-    """Where and in which precision the linear algebra runs (``device=None``: CPU)."""
-    if precision not in DTYPES:
-        raise IdsimError(f"precision={precision!r}; valid: {', '.join(DTYPES)}")
-    return torch.device(device if device is not None else "cpu"), DTYPES[precision]
+    name: str = "regression"
+    kind: str = "regression"
+    cv: Any = opt(10, "loo, gcv or an integer k >= 2 (k shuffled folds)", _cv_ok)
+    alphas: List[float] = opt(valid="a non-empty list of positive numbers (alpha chosen per unit by leave-one-out"
+                                    " error on the training images)",
+                              check=lambda v: len(v) > 0 and all(is_number(a) and a > 0 for a in v),
+                              factory=lambda: list(DEFAULT_ALPHAS))
+    srp_dim: Any = opt("auto", "auto (Johnson-Lindenstrauss bound at eps 0.1), an integer >= 1 (sparse random"
+                               " projection of source layers wider than that) or null (no projection: every unit)",
+                       lambda v: v is None or v == "auto" or is_int(v, 1))
+    standardize: bool = True   # z-score source features (after projection)
+    max_units: Optional[int] = opt(3000, "an integer >= 1 or null (all kept units)", lambda v: v is None or is_int(v, 1))
+    precision: str = opt("float64", "float64 or float32 (faster, on CUDA especially)", one_of("float64", "float32"))
 
 
-class _Ridge:
-    """Ridge fits of many targets and alphas on one training set, sharing one decomposition.
+class Regression(Metric):
+    """Median held-out r of ridge predictions for every layer pair; all target layers share each source fit."""
 
-    With the eigendecomposition ``Xc Xc^T = U diag(lam) U^T`` (dual, when units outnumber
-    images) or ``Xc^T Xc = V diag(lam) V^T`` (primal), fits, hat-matrix diagonals, leave-one-out
-    residuals and GCV errors for any alpha are products with diagonal rescalings: no further
-    solve per alpha or per target. The intercept is not penalised (features and targets are
-    centred on the training images; the hat matrix gains ``1/n``).
-    """
+    kind = "regression"
+    Options = Options
 
-    def __init__(self, X: torch.Tensor):
-        # The decomposition is always done in float64 (it is where precision is lost: small
-        # eigenvalues next to alpha); in float32 mode only the per-target products are float32.
-        dtype = X.dtype
-        X = X.to(torch.float64)
-        self.n, self.p = X.shape
-        self.mean = X.mean(0)
-        Xc = X - self.mean
-        self.dual = self.p >= self.n
-        if self.dual:
-            lam, U = torch.linalg.eigh(Xc @ Xc.T)
-            self.Xc = Xc.to(dtype)
-            B = U                      # n x n basis of the fitted space, in image space
-        else:
-            lam, U = torch.linalg.eigh(Xc.T @ Xc)
-            B = Xc @ U                 # n x p: training features in the eigenbasis (columns scaled by sqrt(lam))
-        self.lam = lam.clamp_min(0.0).to(dtype)
-        self.U, self.B, self.mean = U.to(dtype), B.to(dtype), self.mean.to(dtype)
-        self.B2 = self.B**2
+    def plan(self, role: str, unit_ratio: float = 1.0, seed: int = 0) -> Plan:
+        o = self.options
+        if role == TARGET:
+            return Plan(grams=(), units=True, max_units=o.max_units, unit_ratio=unit_ratio, drop_constant=True, seed=seed)
+        return Plan(grams=(), features=True, project=o.srp_dim, seed=seed)
 
-    def coords(self, Yc: torch.Tensor) -> torch.Tensor:
-        return self.B.T @ Yc
+    def check(self, n_images: int) -> None:
+        super().check(n_images)
+        cv = self.options.cv
+        if is_int(cv) and cv > n_images:
+            raise IdsimError(f"metric.cv={cv}: more folds than probe images ({n_images}); use metric.cv={min(10, n_images)}"
+                             f" or fewer, or metric.cv=loo")
+        if is_int(cv) and n_images // cv < 3:
+            raise IdsimError(f"metric.cv={cv} on {n_images} images leaves held-out folds of fewer than 3 images, where"
+                             f" Pearson r is undefined or +-1; use metric.cv={max(2, n_images // 3)} or fewer, or"
+                             f" metric.cv=loo")
 
-    def _shrink(self, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Per-eigenvector factor of the residual, hat diagonal and trace of the hat matrix at ``alpha``."""
-        if self.dual:
-            shrink = alpha / (self.lam + alpha)       # residual = U (shrink * U^T Yc)
-            h = self.B2 @ (self.lam / (self.lam + alpha))
-            trace = float((self.lam / (self.lam + alpha)).sum())
-        else:
-            shrink = 1.0 / (self.lam + alpha)         # residual = Yc - XV (shrink * XV^T Yc)
-            h = self.B2 @ shrink
-            trace = float((self.lam * shrink).sum())
-        return shrink, h + 1.0 / self.n, trace + 1.0
+    def score(self, source: FeatureSet, target: FeatureSet, seed: int = 0, device=None) -> LayerScores:
+        from ._ridge import fit_predict_cv, standardize_columns
 
-    def _residuals(self, Yc: torch.Tensor, Z: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
-        fit = self.B @ (shrink[:, None] * Z)
-        return fit if self.dual else Yc - fit
-
-    def loo_errors(self, Yc: torch.Tensor, alphas, criterion: str = "loo", Z: torch.Tensor | None = None) -> torch.Tensor:
-        """(n_alphas, m) mean squared leave-one-out (or GCV) error per alpha and target.
-
-        Leave-one-out residuals are ``r_i / (1 - h_i)``; the row weights ``1 / (1 - h_i)`` and the
-        per-eigenvector factors are folded into the n x n basis first, so each alpha costs one
-        matrix product and one pass over its result.
-        """
-        Z = self.coords(Yc) if Z is None else Z
-        out = torch.empty((len(alphas), Yc.shape[1]), dtype=Yc.dtype, device=Yc.device)
-        for a, alpha in enumerate(alphas):
-            shrink, h, trace = self._shrink(float(alpha))
-            if criterion == "gcv":  # ||R||^2 from the eigencoordinates: no n x n x m product in the dual
-                if self.dual:
-                    ss = (shrink[:, None] ** 2 * Z**2).sum(0)
-                else:
-                    ss = (self._residuals(Yc, Z, shrink) ** 2).sum(0)
-                out[a] = ss / self.n / (1.0 - trace / self.n) ** 2
-                continue
-            w = 1.0 / (1.0 - h)
-            Bw = (w[:, None] * self.B) * shrink[None, :]
-            if self.dual:
-                Rw = Bw @ Z
-            else:
-                Rw = torch.addmm(w[:, None] * Yc, Bw, Z, alpha=-1.0)
-            out[a] = torch.linalg.vector_norm(Rw, dim=0).square_().div_(self.n)
-        return out
-
-    def loo_predictions(self, Y: torch.Tensor, alpha_per_unit: np.ndarray, alphas, Z: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact leave-one-out predictions of Y with each unit's own alpha (``Z``: ``coords`` of centred Y, if known)."""
-        Yc = Y - Y.mean(0)
-        Z = self.coords(Yc) if Z is None else Z
-        pred = torch.empty_like(Yc)
-        for alpha in alphas:
-            cols = torch.as_tensor(np.flatnonzero(alpha_per_unit == alpha), device=Y.device)
-            if not cols.numel():
-                continue
-            shrink, h, _ = self._shrink(float(alpha))
-            R = self._residuals(Yc[:, cols], Z[:, cols], shrink)
-            pred[:, cols] = Y[:, cols] - R / (1.0 - h)[:, None]
-        return pred
-
-    def predict(self, X_test: torch.Tensor, Y: torch.Tensor, alpha_per_unit: np.ndarray, alphas,
-                Z: torch.Tensor | None = None) -> torch.Tensor:
-        """Predictions on new rows from a fit to (training X, Y), each unit with its own alpha."""
-        ybar = Y.mean(0)
-        Z = self.coords(Y - ybar) if Z is None else Z
-        Xt = X_test - self.mean
-        proj = (Xt @ self.Xc.T) @ self.U if self.dual else Xt @ self.U  # test rows in the eigenbasis
-        out = torch.empty((X_test.shape[0], Y.shape[1]), dtype=Y.dtype, device=Y.device)
-        for alpha in alphas:
-            cols = torch.as_tensor(np.flatnonzero(alpha_per_unit == alpha), device=Y.device)
-            if cols.numel():
-                out[:, cols] = proj @ (Z[:, cols] / (self.lam + alpha)[:, None])
-        return out + ybar
-
-
-def pearson_columns(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Pearson r between matching columns of A and B (nan where either column is constant)."""
-    n = A.shape[0]
-    tol = lambda M: n * (1e-10 * np.abs(M).max(0, initial=0.0)) ** 2  # noqa: E731 - rounding-level variance
-    ssa0, ssb0 = tol(A), tol(B)
-    A = A - A.mean(0)
-    B = B - B.mean(0)
-    ssa = np.einsum("ij,ij->j", A, A)
-    ssb = np.einsum("ij,ij->j", B, B)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.einsum("ij,ij->j", A, B) / np.sqrt(ssa * ssb)
-    r[(ssa <= ssa0) | (ssb <= ssb0)] = np.nan
-    return r
-
-
-def standardize_columns(X: np.ndarray) -> np.ndarray:
-    """z-score columns (constant columns become 0)."""
-    X = np.asarray(X, dtype=np.float64)
-    sd = X.std(0)
-    sd[sd == 0] = 1.0
-    return (X - X.mean(0)) / sd
-
-
-def _check_alphas(alphas) -> np.ndarray:
-    a = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
-    if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise IdsimError(f"alphas must be positive finite numbers, got {list(np.atleast_1d(alphas))}")
-    return np.unique(a)
-
-
-def _splits(cv, n: int, seed: int, labels=None):
-    if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
-        if not 2 <= cv <= n:
-            raise IdsimError(f"cv={cv}: the number of folds must be between 2 and the number of images ({n})")
-        from sklearn.model_selection import KFold
-
-        return list(KFold(int(cv), shuffle=True, random_state=seed).split(np.zeros(n)))
-    if hasattr(cv, "split"):
-        return list(cv.split(np.zeros(n), labels) if labels is not None else cv.split(np.zeros(n)))
-    raise IdsimError(f"cv={cv!r}: valid are 'loo', 'gcv', an int k >= 2 (k-fold) or a scikit-learn splitter")
-
-
-def _tensor(A, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    if isinstance(A, torch.Tensor):
-        return A.detach().to(device=device, dtype=dtype)
-    return torch.as_tensor(np.asarray(A), device=device).to(dtype)
-
-
-def fit_predict_cv(X, Y, cv=10, alphas=DEFAULT_ALPHAS, seed: int = 0, labels=None, device=None,
-                   precision: str = "float64") -> RegressionResult:
-    """Cross-validated ridge from X (n x p) to every column of Y (n x m); see the module docs.
-
-    ``device`` (default CPU) and ``precision`` (``"float64"`` default, or ``"float32"``) say where
-    and how the linear algebra runs; inputs may be NumPy arrays or torch tensors.
-    """
-    dev, dtype = engine(device, precision)
-    X, Y = _tensor(X, dev, dtype), _tensor(Y, dev, dtype)
-    alphas = _check_alphas(alphas)
-    n = X.shape[0]
-    if Y.shape[0] != n:
-        raise IdsimError(f"X and Y must have the same stimuli (rows): {n} vs {Y.shape[0]}")
-    if isinstance(cv, str):
-        if cv not in ("loo", "gcv"):
-            raise IdsimError(f"cv={cv!r}: valid are 'loo', 'gcv', an int k >= 2 (k-fold) or a scikit-learn splitter")
-        if n < 3:
-            raise IdsimError(f"leave-one-out needs at least 3 images, got {n}")
-        ridge = _Ridge(X)
-        Z = ridge.coords(Y - Y.mean(0))
-        best = _choose(ridge, Y, alphas, criterion=cv, Z=Z)
-        pred = ridge.loo_predictions(Y, best, alphas, Z=Z)
-        return RegressionResult(r=pearson_columns(_np(pred), _np(Y)), alpha=best)
-    rs, chosen = [], []
-    for train, test in _splits(cv, n, seed, labels):
-        tr, te = torch.as_tensor(train, device=dev), torch.as_tensor(test, device=dev)
-        ridge = _Ridge(X[tr])
-        Ytr = Y[tr]
-        Z = ridge.coords(Ytr - Ytr.mean(0))
-        best = _choose(ridge, Ytr, alphas, criterion="loo", Z=Z)
-        pred = ridge.predict(X[te], Ytr, best, alphas, Z=Z)
-        rs.append(pearson_columns(_np(pred), _np(Y[te])))
-        chosen.append(best)
-    R = np.vstack(rs)
-    with np.errstate(all="ignore"):
-        valid = np.isfinite(R)
-        r = np.where(valid.any(0), np.nansum(R, 0) / np.maximum(valid.sum(0), 1), np.nan)
-    return RegressionResult(r=r, alpha=np.mean(chosen, 0))
-
-
-def _choose(ridge: _Ridge, Y: torch.Tensor, alphas: np.ndarray, criterion: str, Z: torch.Tensor | None = None) -> np.ndarray:
-    """Alpha per target unit: the grid value with the least leave-one-out (or GCV) error; ties go to the smaller."""
-    if alphas.size == 1:
-        return np.full(Y.shape[1], alphas[0])
-    errors = ridge.loo_errors(Y - Y.mean(0), alphas, criterion=criterion, Z=Z)
-    return alphas[_np(torch.argmin(errors, 0))]
-
-
-def _np(T: torch.Tensor) -> np.ndarray:
-    return T.detach().cpu().to(torch.float64).numpy() if T.is_floating_point() else T.detach().cpu().numpy()
+        o = self.options
+        Ys = self._layers(target, self.name, "units", TARGET)
+        Y = np.concatenate(Ys, axis=1)
+        bounds = np.cumsum([0] + [y.shape[1] for y in Ys])
+        S = np.full((len(source.layer_names), len(Ys)), np.nan)
+        A = np.full_like(S, np.nan)
+        for i, X in enumerate(self._layers(source, self.name, "features", SOURCE)):
+            X = standardize_columns(X) if o.standardize else np.asarray(X, dtype=np.float64)
+            res = fit_predict_cv(X, Y, cv=o.cv, alphas=o.alphas, seed=seed, device=device, precision=o.precision)
+            for j in range(len(Ys)):
+                r = res.r[bounds[j]:bounds[j + 1]]
+                S[i, j] = np.nanmedian(r) if np.isfinite(r).any() else np.nan
+                A[i, j] = np.median(res.alpha[bounds[j]:bounds[j + 1]])
+        return LayerScores(S, {"median_alpha": A})
 
 
 def neural_regression(X, Y, cv=10, alphas=DEFAULT_ALPHAS, srp_dim=None, seed: int = 0, standardize: bool = True,
-                      labels=None, device=None, precision: str = "float64") -> RegressionResult:
+                      labels=None, device=None, precision: str = "float64"):
     """Per-unit held-out Pearson r of ridge predictions of Y from X (rows: stimuli, columns: units).
 
     ``srp_dim``: None (no projection), an int, or ``"auto"`` (Johnson-Lindenstrauss bound at eps
@@ -267,9 +108,10 @@ def neural_regression(X, Y, cv=10, alphas=DEFAULT_ALPHAS, srp_dim=None, seed: in
     projection) before the fit. With ``standardize=False`` and ``srp_dim=None`` the predictions
     are scikit-learn's ``Ridge(alpha)`` on the same splits. ``labels``: passed to a scikit-learn
     splitter's ``split`` (e.g. ``StratifiedKFold`` by category). ``device``/``precision``: see
-    :func:`fit_predict_cv`.
+    :func:`~idsim.metrics._ridge.fit_predict_cv`. Returns a ``RegressionResult`` (``r``, ``alpha``, ``score``).
     """
     from ..reduce import jl_dim, sparse_projection_matrix
+    from ._ridge import fit_predict_cv, standardize_columns
 
     X = np.asarray(X.detach().cpu().numpy() if hasattr(X, "detach") else X, dtype=np.float64)
     Y = np.asarray(Y.detach().cpu().numpy() if hasattr(Y, "detach") else Y, dtype=np.float64)
@@ -284,3 +126,6 @@ def neural_regression(X, Y, cv=10, alphas=DEFAULT_ALPHAS, srp_dim=None, seed: in
     if standardize:
         X = standardize_columns(X)
     return fit_predict_cv(X, Y, cv=cv, alphas=alphas, seed=seed, labels=labels, device=device, precision=precision)
+
+
+__all__ = ["Options", "Regression", "neural_regression", "DEFAULT_ALPHAS"]

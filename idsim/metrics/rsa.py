@@ -21,9 +21,15 @@ Comparisons (``compare=``): ``"pearson"`` or ``"spearman"`` on the upper triangl
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import IdsimError
+from ..featureset import FeatureSet, Plan
+from ..gram import pattern_gram
+from ..schema import MetricOptions, one_of, opt
+from .base import SOURCE, TARGET, LayerScores, Metric
 from .cka import _as_2d
 
 RDMS = ("correlation", "euclidean", "cosine")
@@ -63,20 +69,10 @@ def rdm_from_gram(G: np.ndarray, rdm: str) -> np.ndarray:
     return 1.0 - np.clip(sim, -1.0, 1.0)
 
 
-def pattern_gram(X, kind: str) -> np.ndarray:
-    """Gram matrix (float64) of the patterns (rows) of X: ``"row"``-centred, ``"column"``-centred or ``"raw"``."""
-    X = _as_2d(X, "X")
-    if kind == "row":
-        X = X - X.mean(1, keepdims=True)
-    elif kind == "column":
-        X = X - X.mean(0)
-    return X @ X.T
-
-
 def rdm(X, rdm: str = "correlation") -> np.ndarray:
     """Condensed RDM of the stimuli (rows) of X."""
     check(rdm, "pearson")
-    return rdm_from_gram(pattern_gram(X, gram_kind(rdm)), rdm)
+    return rdm_from_gram(pattern_gram(_as_2d(X, "X"), gram_kind(rdm)), rdm)
 
 
 def _standardised(v: np.ndarray, compare: str) -> np.ndarray:
@@ -120,3 +116,37 @@ def rsa_matrix(source_rdms: list[np.ndarray], target_rdms: list[np.ndarray], com
     S = np.stack([_standardised(v, compare) for v in source_rdms])
     T = np.stack([_standardised(v, compare) for v in target_rdms])
     return S @ T.T
+
+
+# --------------------------------------------------------------------------- the metric family
+
+
+@dataclass
+class Options(MetricOptions):
+    """``metric=rsa``."""
+
+    name: str = "rsa"
+    kind: str = "rsa"
+    rdm: str = opt("correlation", ", ".join(RDMS) + " (1 - Pearson r between patterns, Euclidean distance,"
+                                                 " 1 - cosine)", one_of(*RDMS))
+    compare: str = opt("pearson", "pearson (the mouse paper) or spearman (Brain-Score)", one_of(*COMPARES))
+
+
+class RSA(Metric):
+    """RSA of every source x target layer pair: each layer's RDM is formed here from its pattern Gram."""
+
+    kind = "rsa"
+    Options = Options
+
+    def plan(self, role: str, unit_ratio: float = 1.0, seed: int = 0) -> Plan:
+        # an RDM is defined on the whole response pattern: every sampled unit counts, constant or not
+        # (as np.corrcoef on the raw responses); only the target's units are sampled
+        return Plan(grams=(gram_kind(self.options.rdm),), unit_ratio=unit_ratio if role == TARGET else 1.0, seed=seed)
+
+    def rdms(self, features: FeatureSet, role: str) -> list[np.ndarray]:
+        kind = gram_kind(self.options.rdm)
+        return [rdm_from_gram(G, self.options.rdm) for G in self._grams(features, kind, self.name, role)]
+
+    def score(self, source: FeatureSet, target: FeatureSet, seed: int = 0, device=None) -> LayerScores:
+        return LayerScores(rsa_matrix(self.rdms(source, SOURCE), self.rdms(target, TARGET),
+                                      compare=self.options.compare))

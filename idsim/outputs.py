@@ -1,0 +1,98 @@
+"""Everything a run writes goes through one :class:`RunWriter`: CSVs, figures, the console summary, W&B.
+
+Files of a run folder (see the README's *Outputs*): ``config.yaml``, ``target_units.csv``,
+``scores.csv`` (rewritten after every source, so a failure keeps what was done),
+``identifiability.csv``, ``best_scores.csv``, ``figures/*.png``, ``wandb/``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+log = logging.getLogger("idsim")
+
+
+class RunWriter:
+    """Writes one run's outputs into ``out_dir`` and mirrors them to the tracker (W&B or nothing).
+
+    Use as a context manager: the tracker is finished (as failed when an exception escapes), so
+    runs of a multirun never merge.
+    """
+
+    def __init__(self, out_dir: Path, config: Mapping[str, Any], logger: Any, name: str, plots: bool = True):
+        from .tracking import make_tracker
+
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.plots = plots
+        self._parts: list[pd.DataFrame] = []
+        self._t0 = time.perf_counter()
+        self.tracker = make_tracker(logger, self.out, dict(config), name=name)
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.tracker.finish(failed=exc_type is not None)
+
+    def config(self, cfg) -> None:
+        from omegaconf import OmegaConf
+
+        OmegaConf.save(cfg, self.out / "config.yaml", resolve=True)
+
+    def target_units(self, units: pd.DataFrame) -> None:
+        units.to_csv(self.out / "target_units.csv", index=False)
+        self.tracker.log_table("target_units", units)
+
+    def add_scores(self, part: pd.DataFrame) -> pd.DataFrame:
+        """Append one source's rows and rewrite ``scores.csv``; returns all rows so far."""
+        self._parts.append(part)
+        scores = pd.concat(self._parts, ignore_index=True)
+        scores.to_csv(self.out / "scores.csv", index=False)
+        return scores
+
+    @property
+    def scores(self) -> pd.DataFrame:
+        return pd.concat(self._parts, ignore_index=True) if self._parts else pd.DataFrame()
+
+    def finish(self, ident: pd.DataFrame, best: pd.DataFrame, verdict: str) -> dict[str, Path]:
+        """The identifiability tables, figures, console summary and tracker summary of a finished run."""
+        ident.to_csv(self.out / "identifiability.csv", index=False)
+        best.to_csv(self.out / "best_scores.csv", index=False)
+        figures = self._figures(ident, best) if self.plots else {}
+        from .report import print_summary
+
+        print_summary(ident, verdict, self.out)
+        self.tracker.log_table("scores", self.scores)
+        self.tracker.log_table("identifiability", ident)
+        self.tracker.log_table("best_scores", best)
+        self.tracker.log_images(figures)
+        index = ident["identifiability_index"] if "identifiability_index" in ident else pd.Series(dtype=float)
+        self.tracker.summary({"verdict": verdict, "n_correct": int(ident["correct"].sum()) if len(ident) else 0,
+                              "n_target_layers": len(ident),
+                              "mean_identifiability_index": float(index.mean()) if index.notna().any() else None,
+                              "seconds": time.perf_counter() - self._t0})
+        return figures
+
+    def _figures(self, ident: pd.DataFrame, best: pd.DataFrame) -> dict[str, Path]:
+        from . import plots
+
+        folder = self.out / "figures"
+        figs = {p.stem: p for p in plots.plot_layer_heatmaps(self.scores, folder)}
+        figs["best_scores"] = plots.plot_best_scores(best, folder / "best_scores.png")
+        figs["identifiability"] = plots.plot_identifiability(ident, folder / "identifiability.png")
+        return figs
+
+
+def units_table(target, unit_ratio: float) -> pd.DataFrame:
+    """Per target layer: units, sampled, zero-variance dropped, kept, scored (``target_units.csv``)."""
+    rows = []
+    for i, (name, d) in enumerate(target.layers.items()):
+        rows.append({"target_layer": name, "target_layer_index": i, "n_units": d.n_units, "n_sampled": d.n_sampled,
+                     "approximate": d.approximate, "n_constant": d.n_constant, "n_kept": d.n_kept,
+                     "n_scored": d.units.shape[1] if d.units is not None else d.n_kept, "unit_ratio": unit_ratio})
+    return pd.DataFrame(rows)

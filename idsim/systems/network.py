@@ -1,0 +1,123 @@
+"""Kind ``network``: any torchvision or timm model, with random (seeded), ImageNet or checkpoint weights.
+
+Before any forward pass, :meth:`NetworkSystem.prepare` builds the network on the meta device (no
+memory, no initialisation) to resolve its default layers, check user-given layers, and match a
+checkpoint's keys and shapes. The real network is built only when its features are not cached.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import IdsimError
+from ..featureset import FeatureSet, Plan
+from ..model_names import is_model, resolve_library
+from ..schema import ExtractionConfig, NetworkConfig
+from .base import SOURCE, TARGET, System
+
+log = logging.getLogger("idsim")
+
+
+def config_class(name: str, role: str) -> type | None:
+    return NetworkConfig if is_model(name) else None
+
+
+def build(config: NetworkConfig, label: str, role: str, run: Any) -> "NetworkSystem":
+    library = resolve_library(config.name, config.library)
+    seed = config.seed if config.seed is not None else (run.seed if role == TARGET else run.seed + 1)
+    weights = config.weights
+    target = run.target
+    if role == SOURCE and run.identical_weights and isinstance(target, NetworkConfig) and target.name == config.name \
+            and resolve_library(target.name, target.library) == library:
+        seed = target.seed if target.seed is not None else run.seed
+        weights = target.weights
+    return NetworkSystem(config, label, role, library=library, weights=weights, seed=seed)
+
+
+class NetworkSystem(System):
+    """A network whose layers are the compared responses."""
+
+    def __init__(self, config: NetworkConfig, label: str, role: str, library: str, weights: str, seed: int):
+        super().__init__(config, label, role)
+        self.library = library
+        self.weights = weights if weights in ("random", "imagenet") else str(Path(weights).expanduser().resolve())
+        self.seed = seed
+        self._layers: list[str] | None = None
+
+    @property
+    def architecture(self) -> str:
+        return f"{self.library}:{self.name}"
+
+    def describe(self) -> str:
+        w = f"random(seed={self.seed})" if self.weights == "random" else self.weights
+        return f"{self.label} [{self.library}, {w}]"
+
+    def prepare(self) -> None:
+        from .. import models
+        from ..layers import default_layers
+
+        module = models.meta_module(self.name, self.library)
+        if module is None:  # cannot be built weightless: layers are resolved (and checked) on the real network
+            return
+        if self.weights not in ("random", "imagenet"):
+            path = Path(self.weights)
+            models.match_state_dict(module, models.read_state_dict(path, self.name), path, self.name)
+        known = {n for n, _ in module.named_modules() if n}
+        layers = self.config.layers
+        if layers is None:
+            self._layers = list(default_layers(module, self.name, self.library))
+            return
+        layers = [str(x) for x in layers]
+        bad = [x for x in layers if x not in known]
+        if bad:
+            close = difflib.get_close_matches(bad[0], sorted(known), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise IdsimError(f"{self.name} has no layer {bad[0]!r}{hint} (list them: python -m idsim.models layers"
+                             f" {self.name} --all)")
+        if len(set(layers)) != len(layers):
+            raise IdsimError(f"{self.label}: a layer is listed twice in {layers}")
+        self._layers = layers
+
+    def layers(self) -> list[str]:
+        if self._layers is None:
+            self._layers = self._model().resolve_layers(self.config.layers)
+        return list(self._layers)
+
+    def identity(self) -> dict[str, Any]:
+        from ..cache import file_digest
+
+        ident: dict[str, Any] = {"kind": "network", "name": self.name, "library": self.library, "weights": self.weights,
+                                 "layers": self.layers()}
+        if self.weights == "random":
+            ident["seed"] = self.seed
+        elif self.weights != "imagenet":
+            ident["weights"] = "checkpoint"
+            ident["checkpoint_sha256"] = file_digest(self.weights)
+        return ident
+
+    def _model(self):
+        from ..models import build_model
+
+        return build_model(self.name, weights=self.weights, seed=self.seed, library=self.library)
+
+    def extract(self, probe, plan: Plan, settings: ExtractionConfig) -> FeatureSet:
+        from ..features import extract
+
+        model = self._model()
+        return extract(model, probe, plan, self.layers(), **settings_kwargs(settings))
+
+    def columns(self) -> dict[str, Any]:
+        return {"source_weights": self.weights, "source_seed": self.seed if self.weights != "imagenet" else None}
+
+
+def settings_kwargs(settings: ExtractionConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`idsim.features.extract` that an extraction config sets."""
+    from ..features import resolve_device
+
+    return dict(batch_size=settings.batch_size, device=resolve_device(settings.device), progress=settings.progress,
+                scratch=settings.scratch_dir, ram_budget=int(settings.ram_budget_mb * 2**20),
+                num_workers=settings.num_workers,
+                exact_budget=None if settings.exact_max_mb is None else int(settings.exact_max_mb * 2**20),
+                gram_dim=settings.gram_dim)
