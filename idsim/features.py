@@ -119,6 +119,9 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
                 ram_left[0] -= st.data.nbytes
             return st
 
+        def tagged(layer: str) -> str:  # projections are seeded by the model's identity and the layer
+            return f"{getattr(model, 'identity', model.name)}/{layer}"
+
         def make(layer: str, p: int) -> dict:
             red = {}
             sampled = sample_units(p, plan.unit_ratio, plan.seed, layer)
@@ -128,9 +131,9 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
             elif plan.grams:  # too wide for the exact budget: Grams from a sparse random projection
                 q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
                 if {"column", "raw"} & set(plan.grams):
-                    red["gram_proj"] = SparseProjection(n, p, q, plan.seed, layer, units=sampled, purpose="gram")
+                    red["gram_proj"] = SparseProjection(n, p, q, plan.seed, tagged(layer), units=sampled, purpose="gram")
                 if "row" in plan.grams:
-                    red["row_proj"] = SparseProjection(n, p, q, plan.seed, layer, units=sampled, row_centre=True,
+                    red["row_proj"] = SparseProjection(n, p, q, plan.seed, tagged(layer), units=sampled, row_centre=True,
                                                        purpose="gram")
                 red["stats"] = UnitStats(sampled)
             if plan.units:  # target units for regression: a seeded candidate set in random order
@@ -144,7 +147,7 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
                         red["stats"] = UnitStats(sampled)
             if plan.features:  # regression features: projected if wider than the projection
                 q = p if plan.project is None else jl_dim(n) if plan.project == "auto" else int(plan.project)
-                red["features"] = SparseProjection(n, p, q, plan.seed, layer) if p > q else \
+                red["features"] = SparseProjection(n, p, q, plan.seed, tagged(layer)) if p > q else \
                     store(np.arange(p), layer + ".features", p)
             red["sampled"] = sampled
             return red

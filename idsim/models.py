@@ -50,6 +50,12 @@ class Model:
         """The architecture, used to decide which source matches the target."""
         return f"{self.library}:{self.name}"
 
+    @property
+    def identity(self) -> str:
+        """Library, name, weights and seed: what seeds this model's random projections (so that the target and a
+        source of the same architecture never share projection matrices, and their errors stay independent)."""
+        return f"{self.library}:{self.name}:{self.weights}:{self.seed}"
+
     def layer_names(self) -> list[str]:
         """Every named submodule (the names usable in ``layers=[...]``)."""
         return [n for n, _ in self.module.named_modules() if n]

@@ -6,20 +6,36 @@ from pathlib import Path
 import pandas as pd
 
 
+def _interval(r, low: str, high: str) -> str:
+    if low in r and pd.notna(r[low]) and pd.notna(r[high]):
+        return f" [{r[low]:+.2f}, {r[high]:+.2f}]"
+    return ""
+
+
 def print_summary(ident: pd.DataFrame, verdict: str, out_dir: Path | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(highlight=False)
+    boot = "p_correct" in ident
     for metric, g in ident.groupby("metric", sort=False):
         table = Table(title=f"Identifiability of {g['target'].iloc[0]} ({metric})", title_justify="left")
-        for col, kw in (("target layer", {}), ("best source", {}), ("best source layer", {}), ("score", {"justify": "right"}),
-                        ("correct", {"justify": "center"}), ("index", {"justify": "right"})):
+        cols = [("target layer", {}), ("best source", {}), ("best source layer", {}), ("score", {"justify": "right"}),
+                ("correct", {"justify": "center"}), ("rank", {"justify": "right"}), ("index", {"justify": "right"})]
+        if boot:
+            cols += [("P(correct)", {"justify": "right"}), ("p", {"justify": "right"})]
+        for col, kw in cols:
             table.add_column(col, **kw)
         for _, r in g.sort_values("target_layer_index").iterrows():
             idx = r["identifiability_index"]
-            table.add_row(str(r["target_layer"]), str(r["best_source"]), str(r["best_source_layer"]), f"{r['best_score']:.3f}",
-                          "[green]yes[/]" if r["correct"] else "[red]no[/]", "n/a" if pd.isna(idx) else f"{idx:+.3f}")
+            rank = r.get("rank")
+            row = [str(r["target_layer"]), str(r["best_source"]), str(r["best_source_layer"]), f"{r['best_score']:.3f}",
+                   "[green]yes[/]" if r["correct"] else "[red]no[/]", "-" if pd.isna(rank) else str(int(rank)),
+                   ("n/a" if pd.isna(idx) else f"{idx:+.3f}") + _interval(r, "index_ci_low", "index_ci_high")]
+            if boot:
+                row += [f"{r['p_correct']:.2f}" if pd.notna(r["p_correct"]) else "-",
+                        f"{r['p_value']:.3g}" if pd.notna(r["p_value"]) else "-"]
+            table.add_row(*row)
         console.print(table)
     console.print(verdict, soft_wrap=True)
     if out_dir is not None:

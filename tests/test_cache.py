@@ -245,3 +245,36 @@ def test_spilled_layers_give_the_same_reductions_as_in_ram(tmp_path):
         disk = extract(model, probe, plan, ram_budget=0, scratch=tmp_path, **kw)
         assert _same(ram, disk)
     assert not list(tmp_path.glob("idsim-*"))  # scratch files are removed
+
+
+def test_projections_are_seeded_by_model_identity():
+    """Two models with identical activations but different identities (seeds) get independent projection matrices,
+    so the target's and a same-architecture source's approximation errors do not correlate; the same model, the same."""
+    import dataclasses
+
+    from idsim import build_model, extract, load_probe_set
+
+    probe = load_probe_set({"name": "shapes", "n_images": 8})
+    a = build_model("alexnet", seed=0)
+    b = dataclasses.replace(a, seed=1)  # the same network (same weights), another identity
+    kw = dict(layers=["features.4"], batch_size=8, progress=False, exact_budget=1, gram_dim=64)
+    ga, ga2, gb = (extract(m, probe, Plan(), **kw)["features.4"].gram for m in (a, a, b))
+    assert np.array_equal(ga, ga2)
+    assert not np.allclose(ga, gb)
+    exact = extract(a, probe, Plan(), layers=["features.4"], batch_size=8, progress=False)["features.4"].gram
+    assert np.abs(gb - exact).max() < 0.5 * np.abs(exact).max()  # both are approximations of the same Gram
+
+
+def test_unit_store_selects_a_prefix_of_units_when_it_is_not_the_whole_layer():
+    """Sampled units 0..k-1 of a wider layer are a selection, not "all units" (the old shortcut compared only the ends)."""
+    import torch
+
+    from idsim.reduce import UnitStore
+
+    acts = torch.arange(20, dtype=torch.float32).reshape(2, 10)
+    prefix = UnitStore(2, np.arange(3), n_features=10)
+    prefix.update(acts, slice(0, 2))
+    np.testing.assert_array_equal(prefix.data, acts[:, :3].numpy())
+    whole = UnitStore(2, np.arange(10), n_features=10)
+    whole.update(acts, slice(0, 2))
+    np.testing.assert_array_equal(whole.data, acts.numpy())

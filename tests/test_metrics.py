@@ -1,5 +1,6 @@
 """Metric definitions, cross-checked against scikit-learn and brute force."""
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import KFold
@@ -105,8 +106,32 @@ def test_pearson_nan_for_constant_columns():
 
 def test_identifiability_index():
     assert identifiability_index(0.9, [0.3, 0.5]) == pytest.approx((0.9 - 0.4) / (0.9 + 0.4))
+    assert identifiability_index(0.5, [0.2, 0.3]) == pytest.approx(1 / 3)
     assert np.isnan(identifiability_index(float("nan"), [0.3]))
     assert np.isnan(identifiability_index(0.5, []))
+
+
+@pytest.mark.parametrize("same, others, note", [
+    (0.1, [-0.1, -0.13], "mean score of the other sources <= 0"),   # the formula would give -14.3
+    (0.10, [0.0, -0.23], "mean score of the other sources <= 0"),
+    (-0.05, [0.2, 0.3], "target architecture's score <= 0"),       # the formula would give -1.22
+    (0.0, [0.2], "target architecture's score <= 0"),
+])
+def test_identifiability_index_is_undefined_unless_both_scores_are_positive(same, others, note):
+    from idsim.identifiability import index_note
+
+    naive = (same - np.mean(others)) / (same + np.mean(others))
+    assert not -1 < naive < 1 or same <= 0  # what the bare formula would have reported
+    assert np.isnan(identifiability_index(same, others))
+    assert index_note(same, others) == note
+
+
+def test_defined_indices_lie_in_minus_one_to_one():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        same, others = rng.uniform(-1, 1), rng.uniform(-1, 1, size=4)
+        v = identifiability_index(same, others)
+        assert np.isnan(v) or -1 < v < 1
 
 
 def _scores(rows):
@@ -129,9 +154,28 @@ def test_identifiability_table_and_verdict():
     assert list(ident.best_source) == ["net", "other"]
     assert ident.identifiability_index[0] == pytest.approx((0.9 - 0.6) / 1.5)
     assert ident.best_source_layer[0] == "s0"
+    assert list(ident["rank"]) == [1, 2] and ident.margin[1] == pytest.approx(0.95 - 0.9)
     line = verdict(ident, "net")
-    assert "partly identified at 1/2" in line and "other (1)" in line
+    assert "partly identified at 1/2" in line and "other (1)" in line and "mean rank 1.5 of 2" in line
     only_same = identifiability(_scores([r for r in rows if r[0] == "net"]))
     assert "no source of another architecture" in verdict(only_same, "net")
     no_same = identifiability(_scores([r for r in rows if r[0] == "other"]))
-    assert "not among the sources" in verdict(no_same, "net")
+    assert "no source has the target's architecture" in verdict(no_same, "net")
+    assert no_same["rank"].isna().all()
+
+
+def test_verdict_averages_only_defined_indices_and_counts_the_rest():
+    from idsim.metrics import identifiability, verdict
+
+    rows = []  # layer l0: all positive (index 1/3); l1: the others average below 0 (index undefined); l1 still won
+    rows += [("net", "s0", 0, "net", "l0", 0, "rsa", 0.5, True), ("a", "a0", 0, "net", "l0", 0, "rsa", 0.2, False),
+             ("b", "b0", 0, "net", "l0", 0, "rsa", 0.3, False)]
+    rows += [("net", "s0", 0, "net", "l1", 1, "rsa", 0.1, True), ("a", "a0", 0, "net", "l1", 1, "rsa", -0.1, False),
+             ("b", "b0", 0, "net", "l1", 1, "rsa", -0.13, False)]
+    ident = identifiability(_scores(rows))
+    assert ident.identifiability_index[0] == pytest.approx(1 / 3) and np.isnan(ident.identifiability_index[1])
+    assert ident.index_note[1] == "mean score of the other sources <= 0" and pd.isna(ident.index_note[0])
+    assert list(ident["rank"]) == [1, 1] and ident.correct.all()
+    line = verdict(ident, "net")
+    assert "identified at 2/2" in line and "+0.333 over the 1 target layers where it is defined" in line
+    assert "1 undefined" in line and "mean rank 1.0" in line

@@ -129,7 +129,7 @@ def test_rsa_equals_scipy_pearson_and_spearman(a, b):
 
 @pytest.mark.parametrize("a,b", PAIRS[:3])
 def test_rsa_equals_rsatoolbox(a, b):
-    rsatoolbox = pytest.importorskip("rsatoolbox")
+    import rsatoolbox  # a test dependency: a missing install must fail, not skip
     X, Y = CASES[a], CASES[b]
     rx = rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(X), method="correlation")
     ry = rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(Y), method="correlation")
@@ -216,18 +216,38 @@ def test_sklearn_splitter_with_labels_equals_ridge_on_same_splits():
     np.testing.assert_allclose(res.r, np.mean(rs, 0), atol=1e-9)
 
 
-def test_srp_skips_layers_narrower_than_the_projection_and_standardize_matches_sklearn_pipeline():
-    from sklearn.preprocessing import StandardScaler
-
+def test_srp_skips_layers_narrower_than_the_projection():
     X, rng = CASES["relu"], np.random.default_rng(10)
     Y = X[:, :10] @ rng.standard_normal((10, 3)) + rng.standard_normal((X.shape[0], 3))
     a = neural_regression(X, Y, cv=5, alphas=[1.0], srp_dim="auto")  # 200 columns < JL bound for 30 stimuli
     b = neural_regression(X, Y, cv=5, alphas=[1.0], srp_dim=None)
     np.testing.assert_array_equal(a.r, b.r)
-    c = neural_regression(StandardScaler().fit_transform(X), Y, cv=5, alphas=[1.0], standardize=False)
-    np.testing.assert_allclose(b.r, c.r, atol=1e-10)
     d = neural_regression(X, Y, cv=5, alphas=[1.0], srp_dim=50, seed=1)
     assert d.r.shape == (3,) and not np.allclose(d.r, b.r)
+
+
+@pytest.mark.parametrize("case", ["relu", "offset"])
+def test_standardize_uses_training_fold_statistics_like_a_sklearn_pipeline(case):
+    """Held-out means held-out: idsim equals make_pipeline(StandardScaler(), Ridge) fitted per fold, on the same
+    splits, and differs from scaling with all images (which lets held-out images shape the features)."""
+    from sklearn.model_selection import KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, rng = CASES[case], np.random.default_rng(10)
+    X = X * rng.uniform(0.1, 10, size=X.shape[1])  # columns on very different scales
+    Y = X[:, :10] @ rng.standard_normal((10, 3)) + rng.standard_normal((X.shape[0], 3)) * X[:, :10].std()
+    folds = KFold(5, shuffle=True, random_state=0)
+    ours = neural_regression(X, Y, cv=5, alphas=[1.0], seed=0)  # cv=5: KFold(5, shuffle=True, random_state=seed)
+    per_fold = [pearson_columns(make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(X[tr], Y[tr]).predict(X[te]), Y[te])
+                for tr, te in folds.split(X)]
+    np.testing.assert_allclose(ours.r, np.mean(per_fold, 0), atol=1e-8)
+    leaky = neural_regression(StandardScaler().fit_transform(X), Y, cv=5, alphas=[1.0], standardize=False)
+    assert np.abs(leaky.r - ours.r).max() > 1e-6
+    # leave-one-out's closed form needs one design: features are standardised with all images there
+    loo = neural_regression(X, Y, cv="loo", alphas=[1.0])
+    np.testing.assert_allclose(loo.r, neural_regression(StandardScaler().fit_transform(X), Y, cv="loo", alphas=[1.0],
+                                                        standardize=False).r, atol=1e-10)
 
 
 def test_float32_engine_accuracy():

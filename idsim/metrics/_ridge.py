@@ -35,6 +35,8 @@ from .regression import DEFAULT_ALPHAS
 class RegressionResult:
     r: np.ndarray          # (m,) Pearson r per target unit (nan for units constant on held-out images)
     alpha: np.ndarray      # (m,) alpha chosen per unit (mean over folds for k-fold)
+    predictions: np.ndarray | None = None  # (n, m) every image's held-out prediction (keep_predictions)
+    folds: np.ndarray | None = None        # (n,) the fold in which each image was held out (-1: never)
 
     @property
     def score(self) -> float:
@@ -172,14 +174,6 @@ def pearson_columns(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return r
 
 
-def standardize_columns(X: np.ndarray) -> np.ndarray:
-    """z-score columns (constant columns become 0)."""
-    X = np.asarray(X, dtype=np.float64)
-    sd = X.std(0)
-    sd[sd == 0] = 1.0
-    return (X - X.mean(0)) / sd
-
-
 def _check_alphas(alphas) -> np.ndarray:
     a = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
     if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
@@ -205,14 +199,31 @@ def _tensor(A, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(np.asarray(A), device=device).to(dtype)
 
 
+def zscore(X: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations of ``X[rows]`` (float64; constant columns get sd 1: they stay constant)."""
+    ref = X if rows is None else X[rows]
+    sd = ref.std(0)
+    sd[sd == 0] = 1.0
+    return ref.mean(0), sd
+
+
 def fit_predict_cv(X, Y, cv=10, alphas=DEFAULT_ALPHAS, seed: int = 0, labels=None, device=None,
-                   precision: str = "float64") -> RegressionResult:
+                   precision: str = "float64", standardize: bool = False,
+                   keep_predictions: bool = False) -> RegressionResult:
     """Cross-validated ridge from X (n x p) to every column of Y (n x m); see the module docs.
 
-    ``device`` (default CPU) and ``precision`` (``"float64"`` default, or ``"float32"``) say where
-    and how the linear algebra runs; inputs may be NumPy arrays or torch tensors.
+    ``standardize`` z-scores the columns of X with the statistics of the training images only:
+    for k-fold and splitters, each fold's training images (held-out images never shape the
+    scaling; columns constant on the training images stay constant and get no weight); for
+    ``"loo"``/``"gcv"``, whose closed forms need one design matrix, all images (as scikit-learn's
+    ``RidgeCV`` on standardised features, and the mouse paper). ``device`` (default CPU) and
+    ``precision`` (``"float64"`` default, or ``"float32"``) say where and how the linear algebra
+    runs; inputs may be NumPy arrays or torch tensors. ``keep_predictions`` also returns every
+    image's held-out predictions and its fold (for the bootstrap over images).
     """
     dev, dtype = engine(device, precision)
+    if standardize:  # scaling statistics in float64 NumPy, then the features go to the engine per fold
+        X_np = np.asarray(X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
     X, Y = _tensor(X, dev, dtype), _tensor(Y, dev, dtype)
     alphas = _check_alphas(alphas)
     n = X.shape[0]
@@ -223,26 +234,43 @@ def fit_predict_cv(X, Y, cv=10, alphas=DEFAULT_ALPHAS, seed: int = 0, labels=Non
             raise IdsimError(f"cv={cv!r}: valid are 'loo', 'gcv', an int k >= 2 (k-fold) or a scikit-learn splitter")
         if n < 3:
             raise IdsimError(f"leave-one-out needs at least 3 images, got {n}")
+        if standardize:
+            mu, sd = zscore(X_np)
+            X = _tensor((X_np - mu) / sd, dev, dtype)
         ridge = _Ridge(X)
         Z = ridge.coords(Y - Y.mean(0))
         best = _choose(ridge, Y, alphas, criterion=cv, Z=Z)
-        pred = ridge.loo_predictions(Y, best, alphas, Z=Z)
-        return RegressionResult(r=pearson_columns(_np(pred), _np(Y)), alpha=best)
+        pred = _np(ridge.loo_predictions(Y, best, alphas, Z=Z))
+        res = RegressionResult(r=pearson_columns(pred, _np(Y)), alpha=best)
+        if keep_predictions:
+            res.predictions, res.folds = pred, np.zeros(n, dtype=np.int64)
+        return res
     rs, chosen = [], []
-    for train, test in _splits(cv, n, seed, labels):
+    pooled = np.empty((n, Y.shape[1])) if keep_predictions else None
+    folds = np.full(n, -1, dtype=np.int64)
+    for k, (train, test) in enumerate(_splits(cv, n, seed, labels)):
         tr, te = torch.as_tensor(train, device=dev), torch.as_tensor(test, device=dev)
-        ridge = _Ridge(X[tr])
+        Xtr, Xte = X[tr], X[te]
+        if standardize:  # training-fold statistics only
+            mu, sd = zscore(X_np, train)
+            Xtr, Xte = _tensor((X_np[train] - mu) / sd, dev, dtype), _tensor((X_np[test] - mu) / sd, dev, dtype)
+        ridge = _Ridge(Xtr)
         Ytr = Y[tr]
         Z = ridge.coords(Ytr - Ytr.mean(0))
         best = _choose(ridge, Ytr, alphas, criterion="loo", Z=Z)
-        pred = ridge.predict(X[te], Ytr, best, alphas, Z=Z)
-        rs.append(pearson_columns(_np(pred), _np(Y[te])))
+        pred = _np(ridge.predict(Xte, Ytr, best, alphas, Z=Z))
+        rs.append(pearson_columns(pred, _np(Y[te])))
         chosen.append(best)
+        if pooled is not None:
+            pooled[test], folds[test] = pred, k
     R = np.vstack(rs)
     with np.errstate(all="ignore"):
         valid = np.isfinite(R)
         r = np.where(valid.any(0), np.nansum(R, 0) / np.maximum(valid.sum(0), 1), np.nan)
-    return RegressionResult(r=r, alpha=np.mean(chosen, 0))
+    res = RegressionResult(r=r, alpha=np.mean(chosen, 0))
+    if keep_predictions:
+        res.predictions, res.folds = pooled, folds
+    return res
 
 
 def _choose(ridge: _Ridge, Y: torch.Tensor, alphas: np.ndarray, criterion: str, Z: torch.Tensor | None = None) -> np.ndarray:

@@ -51,7 +51,7 @@ class Options(MetricOptions):
     srp_dim: Any = opt("auto", "auto (Johnson-Lindenstrauss bound at eps 0.1), an integer >= 1 (sparse random"
                                " projection of source layers wider than that) or null (no projection: every unit)",
                        lambda v: v is None or v == "auto" or is_int(v, 1))
-    standardize: bool = True   # z-score source features (after projection)
+    standardize: bool = True   # z-score source features (after projection) with training-fold statistics
     max_units: Optional[int] = opt(3000, "an integer >= 1 or null (all kept units)", lambda v: v is None or is_int(v, 1))
     precision: str = opt("float64", "float64 or float32 (faster, on CUDA especially)", one_of("float64", "float32"))
 
@@ -80,7 +80,7 @@ class Regression(Metric):
                              f" metric.cv=loo")
 
     def score(self, source: FeatureSet, target: FeatureSet, seed: int = 0, device=None) -> LayerScores:
-        from ._ridge import fit_predict_cv, standardize_columns
+        from ._ridge import fit_predict_cv
 
         o = self.options
         Ys = self._layers(target, self.name, "units", TARGET)
@@ -89,8 +89,8 @@ class Regression(Metric):
         S = np.full((len(source.layer_names), len(Ys)), np.nan)
         A = np.full_like(S, np.nan)
         for i, X in enumerate(self._layers(source, self.name, "features", SOURCE)):
-            X = standardize_columns(X) if o.standardize else np.asarray(X, dtype=np.float64)
-            res = fit_predict_cv(X, Y, cv=o.cv, alphas=o.alphas, seed=seed, device=device, precision=o.precision)
+            res = fit_predict_cv(X, Y, cv=o.cv, alphas=o.alphas, seed=seed, device=device, precision=o.precision,
+                                 standardize=o.standardize)
             for j in range(len(Ys)):
                 r = res.r[bounds[j]:bounds[j + 1]]
                 S[i, j] = np.nanmedian(r) if np.isfinite(r).any() else np.nan
@@ -105,13 +105,13 @@ def neural_regression(X, Y, cv=10, alphas=DEFAULT_ALPHAS, srp_dim=None, seed: in
     ``srp_dim``: None (no projection), an int, or ``"auto"`` (Johnson-Lindenstrauss bound at eps
     0.1 for the number of stimuli): a seeded sparse random projection of X first; layers no
     wider than that are not projected. ``standardize`` z-scores the columns of X (after any
-    projection) before the fit. With ``standardize=False`` and ``srp_dim=None`` the predictions
+    projection) with training-fold statistics (see :func:`~idsim.metrics._ridge.fit_predict_cv`). With ``standardize=False`` and ``srp_dim=None`` the predictions
     are scikit-learn's ``Ridge(alpha)`` on the same splits. ``labels``: passed to a scikit-learn
     splitter's ``split`` (e.g. ``StratifiedKFold`` by category). ``device``/``precision``: see
     :func:`~idsim.metrics._ridge.fit_predict_cv`. Returns a ``RegressionResult`` (``r``, ``alpha``, ``score``).
     """
     from ..reduce import jl_dim, sparse_projection_matrix
-    from ._ridge import fit_predict_cv, standardize_columns
+    from ._ridge import fit_predict_cv
 
     X = np.asarray(X.detach().cpu().numpy() if hasattr(X, "detach") else X, dtype=np.float64)
     Y = np.asarray(Y.detach().cpu().numpy() if hasattr(Y, "detach") else Y, dtype=np.float64)
@@ -123,9 +123,8 @@ def neural_regression(X, Y, cv=10, alphas=DEFAULT_ALPHAS, srp_dim=None, seed: in
         q = jl_dim(X.shape[0]) if srp_dim == "auto" else int(srp_dim)
         if X.shape[1] > q:
             X = np.asarray(X @ sparse_projection_matrix(X.shape[1], q, seed=seed))
-    if standardize:
-        X = standardize_columns(X)
-    return fit_predict_cv(X, Y, cv=cv, alphas=alphas, seed=seed, labels=labels, device=device, precision=precision)
+    return fit_predict_cv(X, Y, cv=cv, alphas=alphas, seed=seed, labels=labels, device=device, precision=precision,
+                          standardize=standardize)
 
 
 __all__ = ["Options", "Regression", "neural_regression", "DEFAULT_ALPHAS"]
