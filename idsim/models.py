@@ -27,6 +27,11 @@ from .errors import IdsimError, cli
 from .model_names import (LIBRARIES, all_model_names, did_you_mean, resolve_library, timm_models,  # noqa: F401
                           torchvision_models)
 
+SHARED_SIZE = 224          # the common geometry: shorter side resized to 224 px, centre crop 224 x 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PREPROCESS = ("shared", "model")
+
 
 @dataclass
 class Model:
@@ -37,8 +42,12 @@ class Model:
     weights: str
     seed: int | None
     module: nn.Module
-    transform: Callable
+    transform: Callable             # PIL image -> the model's input tensor (see ``preprocess``)
     default_layers: list[str] = field(default_factory=list)
+    mean: tuple[float, ...] = IMAGENET_MEAN   # the normalisation of its inputs
+    std: tuple[float, ...] = IMAGENET_STD
+    input_size: int = SHARED_SIZE            # side of its square input in pixels
+    preprocess: str = "shared"
 
     @functools.cached_property
     def weights_digest(self) -> str:
@@ -98,30 +107,128 @@ def _state_dict_digest(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _construct(name: str, library: str, pretrained: bool) -> nn.Module:
+def _construct(name: str, library: str, pretrained: bool, tag: str | None = None) -> nn.Module:
     if library == "torchvision":
         import torchvision
 
-        weights = "DEFAULT" if pretrained else None
+        weights = (tag or "DEFAULT") if pretrained else None
         return torchvision.models.get_model(name, weights=weights)
     import timm
 
-    return timm.create_model(name, pretrained=pretrained)
+    return timm.create_model(f"{name}.{tag}" if tag else name, pretrained=pretrained)
 
 
-def _transform(name: str, library: str, module: nn.Module) -> Callable:
+# --------------------------------------------------------------------------- published weight sets
+
+def parse_weights(weights: str) -> tuple[str, str | None]:
+    """``"imagenet"`` -> (imagenet, None: the library's default set); ``"imagenet:TAG"`` -> (imagenet, TAG)."""
+    kind, _, tag = str(weights).partition(":")
+    return (kind, tag or None) if kind == "imagenet" else (str(weights), None)
+
+
+def weight_sets(name: str, library: str) -> list[str]:
+    """The ImageNet-1k weight sets a library publishes for ``name``, its default first.
+
+    torchvision: the members of the model's weights enum (``IMAGENET1K_V1``, ``IMAGENET1K_V2``...);
+    timm: the pretrained tags whose head is ImageNet-1k (``a1_in1k``, ``augreg_in21k_ft_in1k``...).
+    Read from the libraries' registries: nothing is downloaded.
+    """
     if library == "torchvision":
         import torchvision
 
         try:
-            w = torchvision.models.get_model_weights(name).DEFAULT
-            return w.transforms()
+            enum = torchvision.models.get_model_weights(name)
+        except (ValueError, KeyError):
+            return []
+        default = enum.DEFAULT.name
+        return [default] + [w.name for w in enum if w.name != default]
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*") if "." in t]
+    tags = [t for t in tags if t.endswith("in1k")]
+    cfg = get_pretrained_cfg(name)
+    default = getattr(cfg, "tag", None) if cfg is not None else None
+    return ([default] if default in tags else []) + sorted(t for t in tags if t != default)
+
+
+def resolve_weights(name: str, library: str, weights: str) -> str:
+    """``imagenet`` as the concrete set it means (``imagenet:<default tag>``); other values unchanged.
+
+    An unknown tag is an error naming the published ones.
+    """
+    kind, tag = parse_weights(weights)
+    if kind != "imagenet":
+        return weights
+    sets = weight_sets(name, library)
+    if not sets:
+        raise IdsimError(f"{name} ({library}) publishes no ImageNet weights; use weights=random or a checkpoint path")
+    if tag is None:
+        return f"imagenet:{sets[0]}"
+    if tag not in sets:
+        raise IdsimError(f"{name} ({library}) has no ImageNet weight set {tag!r}; published: {', '.join(sets)}"
+                         f" (python -m idsim.models weights {name})")
+    return f"imagenet:{tag}"
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+
+def input_spec(name: str, library: str, module: nn.Module, weights: str) -> tuple[int, tuple, tuple]:
+    """(input size, mean, std) the model expects, from its library's configuration."""
+    if library == "torchvision":
+        import torchvision
+
+        try:
+            enum = torchvision.models.get_model_weights(name)
+            kind, tag = parse_weights(weights)
+            w = enum[tag] if kind == "imagenet" and tag else enum.DEFAULT
+            t = w.transforms()
+            return int(t.crop_size[0]), tuple(t.mean), tuple(t.std)
+        except Exception:  # models without published weights: the standard ImageNet input
+            return SHARED_SIZE, IMAGENET_MEAN, IMAGENET_STD
+    import timm
+
+    cfg = timm.data.resolve_data_config({}, model=module)
+    return int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"])
+
+
+def shared_transform(size: int, mean, std) -> Callable:
+    """``preprocess=shared``: every model sees the same pixels.
+
+    Each image is brought once to a common geometry (shorter side resized to 224 px with bilinear
+    anti-aliased interpolation, centre crop 224 x 224); a model then applies only what it must: a
+    bilinear resize of that same crop when its input size differs, and its own normalisation.
+    """
+    from torchvision.transforms import v2 as T
+
+    steps = [T.Lambda(_rgb), T.Resize(SHARED_SIZE, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+             T.CenterCrop(SHARED_SIZE), T.ToImage(), T.ToDtype(torch.float32, scale=True)]
+    if size != SHARED_SIZE:
+        steps.append(T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True))
+    steps.append(T.Normalize(list(mean), list(std)))
+    return T.Compose(steps)
+
+
+def _rgb(img):
+    return img if getattr(img, "mode", "RGB") == "RGB" else img.convert("RGB")
+
+
+def model_transform(name: str, library: str, module: nn.Module, weights: str) -> Callable:
+    """``preprocess=model``: the library's full eval transform (its resize, crop fraction, interpolation), as Brain-Score."""
+    if library == "torchvision":
+        import torchvision
+
+        try:
+            enum = torchvision.models.get_model_weights(name)
+            kind, tag = parse_weights(weights)
+            return (enum[tag] if kind == "imagenet" and tag else enum.DEFAULT).transforms()
         except Exception:  # models without published weights: the standard ImageNet eval transform
             from torchvision.transforms import v2 as T
 
             return T.Compose([T.Resize(256, antialias=True), T.CenterCrop(224), T.ToImage(),
-                              T.ToDtype(torch.float32, scale=True),
-                              T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+                              T.ToDtype(torch.float32, scale=True), T.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))])
     import timm
 
     cfg = timm.data.resolve_data_config({}, model=module)
@@ -194,14 +301,23 @@ def meta_module(name: str, library: str) -> nn.Module | None:
         return None
 
 
-def build_model(name: str, weights: str = "random", seed: int | None = 0, library: str = "auto") -> Model:
+def build_model(name: str, weights: str = "random", seed: int | None = 0, library: str = "auto",
+                preprocess: str = "shared") -> Model:
     """Build a model by name.
+
+    ``weights``: ``random`` (seeded), ``imagenet`` (the library's default ImageNet set) or
+    ``imagenet:<set>`` (``python -m idsim.models weights NAME`` lists them), or a checkpoint path.
+    ``preprocess``: ``shared`` (default: every model sees the same pixels; see
+    :func:`shared_transform`) or ``model`` (the library's own eval transform). The model's
+    ``transform`` maps a PIL image to its input tensor; ``mean`` and ``std`` are its normalisation.
 
     >>> m = build_model("alexnet", weights="random", seed=1)
     >>> m.default_layers[:2]
     ['features.1', 'features.4']
     """
     library = resolve_library(name, library)
+    if preprocess not in PREPROCESS:
+        raise IdsimError(f"preprocess={preprocess!r}; valid: {', '.join(PREPROCESS)}")
     weights = str(weights)
     if weights == "random":
         if seed is None:
@@ -209,9 +325,11 @@ def build_model(name: str, weights: str = "random", seed: int | None = 0, librar
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             module = _construct(name, library, pretrained=False)
-    elif weights == "imagenet":
+    elif parse_weights(weights)[0] == "imagenet":
+        weights = resolve_weights(name, library, weights)
         try:
-            module = _construct(name, library, pretrained=True)
+            with torch.random.fork_rng(devices=[]):
+                module = _construct(name, library, pretrained=True, tag=parse_weights(weights)[1])
         except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; hub errors too
             if isinstance(e, RuntimeError) and "Error(s) in loading state_dict" in str(e):
                 raise
@@ -229,14 +347,21 @@ def build_model(name: str, weights: str = "random", seed: int | None = 0, librar
     _disable_inplace(module)
     from .layers import default_layers
 
+    size, mean, std = input_spec(name, library, module, weights)
+    transform = shared_transform(size, mean, std) if preprocess == "shared" else \
+        model_transform(name, library, module, weights)
     return Model(
         name=name,
         library=library,
         weights=weights,
-        seed=None if weights == "imagenet" else seed,
+        seed=None if weights.startswith("imagenet") else seed,
         module=module,
-        transform=_transform(name, library, module),
+        transform=transform,
         default_layers=default_layers(module, name, library),
+        mean=mean,
+        std=std,
+        input_size=size,
+        preprocess=preprocess,
     )
 
 
@@ -249,7 +374,7 @@ def download(name: str, library: str = "auto") -> str:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    """``python -m idsim.models list | layers NAME | download NAME``."""
+    """``python -m idsim.models list | layers NAME | weights NAME | download NAME``."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m idsim.models", description=main.__doc__)
@@ -262,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     la.add_argument("--all", action="store_true", help="list every module path, not only the default set")
     dl = sub.add_parser("download", help="pre-download ImageNet weights into the library cache")
     dl.add_argument("names", nargs="+")
+    ws = sub.add_parser("weights", help="the ImageNet weight sets an architecture has in torchvision and timm")
+    ws.add_argument("name")
     a = p.parse_args(argv)
     if a.cmd == "list":
         for lib, names in (("torchvision", torchvision_models()), ("timm", timm_models())):
@@ -274,6 +401,18 @@ def main(argv: list[str] | None = None) -> int:
         for n in names:
             mark = "*" if a.all and n in m.default_layers else ""
             print(f"{n}{mark}")
+    elif a.cmd == "weights":
+        found = False
+        for lib, names in (("torchvision", torchvision_models()), ("timm", timm_models())):
+            if a.name in names:
+                sets = weight_sets(a.name, lib)
+                found = True
+                for i, tag in enumerate(sets):
+                    print(f"{lib}\t{a.name}\timagenet:{tag}" + ("\t(default: weights=imagenet)" if i == 0 else ""))
+                if not sets:
+                    print(f"{lib}\t{a.name}\t(no ImageNet weights published)")
+        if not found:
+            resolve_library(a.name)  # the one-line error with close names
     else:
         for n in a.names:
             lib = download(n)

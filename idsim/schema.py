@@ -122,11 +122,13 @@ def fail(key: str, value: Any, valid: str) -> None:
 # --------------------------------------------------------------------------- the run's nodes
 
 
-WEIGHTS_VALID = "random, imagenet or the path of an existing checkpoint file (a state dict)"
+WEIGHTS_VALID = ("random, imagenet (the library's default ImageNet set), imagenet:<set> (python -m idsim.models weights"
+                 " NAME) or the path of an existing checkpoint file (a state dict)")
 
 
 def _weights_ok(v: Any) -> bool:
-    return isinstance(v, str) and (v in ("random", "imagenet") or Path(v).expanduser().is_file())
+    return isinstance(v, str) and (v in ("random", "imagenet") or (v.startswith("imagenet:") and len(v) > 9)
+                                   or Path(v).expanduser().is_file())
 
 
 @dataclass
@@ -234,7 +236,12 @@ class RunConfig(Checked):
     seed: int = opt(0, "an integer >= 0 (target weights use seed, sources seed + 1; unit sampling and folds use seed)",
                     int_at_least(0))
     weights: str = opt("random", WEIGHTS_VALID, _weights_ok)
+    # the source with the target's architecture gets the target's exact weights (false: another seed, another
+    # published ImageNet set, or an error when there is none)
     identical_weights: bool = False
+    preprocess: str = opt("shared", "shared (every model sees the same pixels: one resize of the shorter side to 224 px"
+                                    " and centre crop, then only its own normalisation and input size) or model (each"
+                                    " library's full eval transform, as Brain-Score)", one_of("shared", "model"))
     unit_ratio: float = opt(1.0, "a number in (0, 1] (the fraction of each target layer's units kept)", fraction)
     plots: bool = True
     # a sweep's analysis, drawn over its summary when the sweep ends: the dotted path of a function

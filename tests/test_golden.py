@@ -21,13 +21,13 @@ JOBS = {
     "rsa_euclidean_spearman": ["metric=rsa", "metric.rdm=euclidean", "metric.compare=spearman"],
     "rsa_cosine": ["metric=rsa", "metric.rdm=cosine"],
     "regression": ["metric=regression", "metric.cv=3", "metric.alphas=[0.1,10.0,1000.0]", "metric.standardize=false",
-                   "metric.srp_dim=60000", "metric.max_units=200"],
-    "regression_loo": ["metric=regression_loo", "metric.srp_dim=60000", "metric.max_units=200"],
+                   "metric.srp_dim=70000", "metric.max_units=200"],
+    "regression_loo": ["metric=regression_loo", "metric.srp_dim=70000", "metric.max_units=200"],
 }
 COMMON = ["target=alexnet", "sources=[alexnet,resnet18]", "target.layers=[features.4,features.11,classifier.5]",
           "sources.alexnet.layers=[features.7,features.9,classifier.2]", "sources.resnet18.layers=[layer3.1,layer4.1,avgpool]",
           "dataset.n_images=12", "unit_ratio=0.5", "extraction.batch_size=6", "extraction.progress=false", "logger=none",
-          "plots=false"]
+          "plots=false", "preprocess=model"]
 KEY = ["source", "source_layer", "target_layer"]
 
 

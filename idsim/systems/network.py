@@ -24,26 +24,60 @@ def config_class(name: str, role: str) -> type | None:
     return NetworkConfig if is_model(name) else None
 
 
+def _resolved(name: str, library: str, weights: str) -> str:
+    if weights.startswith("imagenet"):
+        from ..models import resolve_weights
+
+        return resolve_weights(name, library, weights)
+    return weights if weights == "random" else str(Path(weights).expanduser().resolve())
+
+
 def build(config: NetworkConfig, label: str, role: str, run: Any) -> "NetworkSystem":
     library = resolve_library(config.name, config.library)
     seed = config.seed if config.seed is not None else (run.seed if role == TARGET else run.seed + 1)
-    weights = config.weights
+    weights = _resolved(config.name, library, config.weights)
     target = run.target
-    if role == SOURCE and run.identical_weights and isinstance(target, NetworkConfig) and target.name == config.name \
+    if role == SOURCE and isinstance(target, NetworkConfig) and target.name == config.name \
             and resolve_library(target.name, target.library) == library:
-        seed = target.seed if target.seed is not None else run.seed
-        weights = target.weights
-    return NetworkSystem(config, label, role, library=library, weights=weights, seed=seed)
+        t_seed = target.seed if target.seed is not None else run.seed
+        t_weights = _resolved(target.name, library, target.weights)
+        if run.identical_weights:
+            seed, weights = t_seed, t_weights
+        elif weights == t_weights and (weights != "random" or seed == t_seed):
+            weights = _independent(config.name, library, label, t_weights)
+    return NetworkSystem(config, label, role, library=library, weights=weights, seed=seed,
+                         preprocess=getattr(run, "preprocess", "shared"))
+
+
+def _independent(name: str, library: str, label: str, target_weights: str) -> str:
+    """Another published ImageNet weight set for the source that shares the target's architecture (or an error)."""
+    hint = (f"set identical_weights=true to compare the target with itself, or give the source its own weights:"
+            f" sources.{label}.weights=/path/to/other_seed.pt")
+    if not target_weights.startswith("imagenet:"):
+        raise IdsimError(f"sources.{label} has the target's architecture and would get the target's exact weights"
+                         f" ({target_weights}); {hint}")
+    from ..models import weight_sets
+
+    others = [t for t in weight_sets(name, library) if f"imagenet:{t}" != target_weights]
+    if not others:
+        raise IdsimError(f"{name} ({library}) publishes one ImageNet weight set ({target_weights}), which the target"
+                         f" uses: sources.{label} would be the target itself; {hint} (python -m idsim.models weights"
+                         f" {name})")
+    log.info("sources.%s: the target uses %s; the source gets another published set, imagenet:%s", label,
+             target_weights, others[0])
+    return f"imagenet:{others[0]}"
 
 
 class NetworkSystem(System):
     """A network whose layers are the compared responses."""
 
-    def __init__(self, config: NetworkConfig, label: str, role: str, library: str, weights: str, seed: int):
+    def __init__(self, config: NetworkConfig, label: str, role: str, library: str, weights: str, seed: int,
+                 preprocess: str = "shared"):
         super().__init__(config, label, role)
         self.library = library
-        self.weights = weights if weights in ("random", "imagenet") else str(Path(weights).expanduser().resolve())
+        self.weights = weights
         self.seed = seed
+        self.preprocess = preprocess
         self._layers: list[str] | None = None
 
     @property
@@ -61,7 +95,7 @@ class NetworkSystem(System):
         module = models.meta_module(self.name, self.library)
         if module is None:  # cannot be built weightless: layers are resolved (and checked) on the real network
             return
-        if self.weights not in ("random", "imagenet"):
+        if self.weights != "random" and not self.weights.startswith("imagenet"):
             path = Path(self.weights)
             models.match_state_dict(module, models.read_state_dict(path, self.name), path, self.name)
         known = {n for n, _ in module.named_modules() if n}
@@ -89,10 +123,10 @@ class NetworkSystem(System):
         from ..cache import file_digest
 
         ident: dict[str, Any] = {"kind": "network", "name": self.name, "library": self.library, "weights": self.weights,
-                                 "layers": self.layers()}
+                                 "layers": self.layers(), "preprocess": self.preprocess}
         if self.weights == "random":
             ident["seed"] = self.seed
-        elif self.weights != "imagenet":
+        elif not self.weights.startswith("imagenet"):
             ident["weights"] = "checkpoint"
             ident["checkpoint_sha256"] = file_digest(self.weights)
         return ident
@@ -100,7 +134,8 @@ class NetworkSystem(System):
     def _model(self):
         from ..models import build_model
 
-        return build_model(self.name, weights=self.weights, seed=self.seed, library=self.library)
+        return build_model(self.name, weights=self.weights, seed=self.seed, library=self.library,
+                           preprocess=self.preprocess)
 
     def extract(self, probe, plan: Plan, settings: ExtractionConfig) -> FeatureSet:
         from ..features import extract
@@ -109,7 +144,8 @@ class NetworkSystem(System):
         return extract(model, probe, plan, self.layers(), **settings_kwargs(settings))
 
     def columns(self) -> dict[str, Any]:
-        return {"source_weights": self.weights, "source_seed": self.seed if self.weights != "imagenet" else None}
+        return {"source_weights": self.weights, "source_seed": self.seed if self.weights == "random" else None,
+                "preprocess": self.preprocess}
 
 
 def settings_kwargs(settings: ExtractionConfig) -> dict[str, Any]:
