@@ -1,17 +1,13 @@
-"""Launching an analysis's sweeps and reading them back; statistics shared by the analyses.
+"""What the analyses share: reading a sweep's summary, writing tables and figures, statistics.
 
-Sweeps run as ``python run.py -m ...`` subprocesses, one ``hydra.sweep.dir`` per sweep under
-``<out>/sweeps/<name>``: a launcher override (``hydra/launcher=slurm``) passes straight through,
-and launching again skips the jobs that are already done (idsim.sweep).
+Every analysis is a function ``(summary, out_dir) -> {name: path}`` that idsim's sweep callback
+calls when a sweep ends (``analysis:`` in ``conf/experiment/<name>.yaml``); ``summary`` is an
+:class:`idsim.sweep.SweepSummary` whose ``scores`` and ``identifiability`` tables hold every
+finished job's rows, with one column per swept key.
 """
 from __future__ import annotations
 
 import logging
-import os
-import shlex
-import subprocess
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -23,115 +19,50 @@ from idsim.errors import IdsimError
 
 log = logging.getLogger("idsim.experiments")
 
-ROOT = Path(__file__).resolve().parent.parent
-# settings of every quick variant: few images, no logging, no per-job figures
-QUICK = ["dataset.n_images=16", "batch_size=16", "logger=none", "plots=false", "progress=false"]
-# settings of every full variant (per-job figures are kept; W&B runs stay offline in the job folders)
-FULL = ["progress=false"]
+
+# --------------------------------------------------------------------------- reading a sweep
 
 
-@dataclass
-class Sweep:
-    """One ``python run.py -m`` launch: a name (its folder under ``<out>/sweeps/``) and its overrides."""
+def finished(summary) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The summary's scores and identifiability tables; an error when no job of the sweep finished.
 
-    name: str
-    overrides: list[str]
-    meta: dict = field(default_factory=dict)   # columns added to its tables (e.g. the probe set's label)
-
-    def command(self, sweep_dir: Path, extra: Sequence[str] = ()) -> list[str]:
-        return [sys.executable, str(ROOT / "run.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *self.overrides, *extra]
-
-
-@dataclass
-class SweepResults:
-    """Every sweep's summary tables, concatenated, with a ``sweep`` column (and each sweep's ``meta``)."""
-
-    scores: pd.DataFrame
-    identifiability: pd.DataFrame
-    jobs: pd.DataFrame
-
-
-def parse_dataset(text: str) -> tuple[str, list[str]]:
-    """``"imagenet dataset.root=/data/val"`` -> (``imagenet``, [``dataset=imagenet``, ``dataset.root=/data/val``])."""
-    parts = shlex.split(text)
-    if not parts or "=" in parts[0]:
-        raise IdsimError(f"probe set {text!r}: give a dataset name first, then its overrides, e.g."
-                         f" \"imagenet dataset.root=/data/imagenet/val\"")
-    bad = [p for p in parts[1:] if "=" not in p or p.startswith("-")]
-    if bad:
-        raise IdsimError(f"probe set {text!r}: {bad[0]!r} is not a key=value override")
-    return parts[0], [f"dataset={parts[0]}", *parts[1:]]
-
-
-def launch(sweeps: Sequence[Sweep], out: Path, extra: Sequence[str] = (), dry_run: bool = False) -> SweepResults:
-    """Run every sweep (or print its command with ``dry_run``) and read back its summary tables.
-
-    A sweep with failed jobs keeps what its finished jobs produced (their errors are in
-    ``summary/jobs.csv``); a sweep with no finished job stops the analysis.
+    Jobs that failed are left out (their errors are in ``summary/jobs.csv``) with a warning.
     """
-    scores, idents, jobs = [], [], []
-    for sw in sweeps:
-        sweep_dir = (out / "sweeps" / sw.name).resolve()
-        cmd = sw.command(sweep_dir, extra)
-        print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-        if dry_run:
-            continue
-        env = {**os.environ, "WANDB_SILENT": "true"}
-        proc = subprocess.run(cmd, cwd=ROOT, env=env)
-        summary = sweep_dir / "summary"
-        if proc.returncode not in (0, 1):  # 1: some jobs failed, the summary of the others is written
-            raise IdsimError(f"sweep {sw.name!r} stopped with exit status {proc.returncode}; see its error above")
-        if not (summary / "jobs.csv").exists():
-            raise IdsimError(f"sweep {sw.name!r} wrote no summary (exit status {proc.returncode});"
-                             f" see its output above")
-        j = pd.read_csv(summary / "jobs.csv")
-        j.insert(0, "sweep", sw.name)
-        jobs.append(j)
-        failed = j[j["state"] != "done"]
-        if len(failed) == len(j):
-            raise IdsimError(f"sweep {sw.name!r}: no job finished; errors in {summary / 'jobs.csv'}")
-        if len(failed):
-            log.warning("sweep %s: %d of %d jobs not done (%s); analysing the others", sw.name, len(failed), len(j),
-                        ", ".join(failed["job"].astype(str)))
-        for name, bucket in (("scores.csv", scores), ("identifiability.csv", idents)):
-            df = pd.read_csv(summary / name)
-            df.insert(0, "sweep", sw.name)
-            for k, v in sw.meta.items():
-                df[k] = v
-            bucket.append(df)
-    if dry_run:
-        return SweepResults(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
-    return SweepResults(pd.concat(scores, ignore_index=True), pd.concat(idents, ignore_index=True),
-                        pd.concat(jobs, ignore_index=True))
+    jobs = summary.jobs
+    if summary.scores.empty:
+        raise IdsimError(f"no job of the sweep {summary.sweep_dir} finished; errors in"
+                         f" {Path(summary.sweep_dir) / 'summary' / 'jobs.csv'}")
+    bad = jobs[jobs["state"] != "done"]
+    if len(bad):
+        log.warning("%d of %d jobs not done (%s); analysing the others", len(bad), len(jobs),
+                    ", ".join(bad["job"].astype(str)))
+    return summary.scores, summary.identifiability
+
+
+def as_bool(values: pd.Series) -> pd.Series:
+    """``True``/``False`` read back from CSV (bools or their text) as bools."""
+    return values.astype(str).str.lower().eq("true")
 
 
 # --------------------------------------------------------------------------- tables and figures
 
 
 def write_table(df: pd.DataFrame, path: Path) -> Path:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     return path
 
 
 def new_figure(width: float, height: float):
-    """A matplotlib Figure drawn by the Agg canvas (no pyplot state, safe in tests and threads)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    """A matplotlib Figure (no pyplot state); save it with :func:`idsim.plots.save_figure`."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=120)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    return path
+    return Figure(figsize=(width, height))
 
 
 def source_palette(names: Sequence[str]) -> dict[str, str]:
-    """Fixed colours per source name (sorted), as idsim's own figures assign them."""
+    """Fixed colours per source name, as idsim's own figures assign them."""
     from idsim.plots import source_colors
 
     return source_colors(sorted(set(map(str, names))))

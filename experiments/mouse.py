@@ -1,9 +1,11 @@
 """The mouse-visual-cortex paper's model-zoo analyses (Conwell et al.), on a network "brain".
 
-No neural recordings are used: the target network stands in for the brain and its layers for
-cortical areas. For each model of the zoo, in two variants (ImageNet-trained vs random-init; the
-quick variant compares two random seeds instead, since nothing can be downloaded here), with RSA
-and the mouse paper's regression (``regression_loo``):
+:func:`analyze` is the analysis ``(summary, out_dir) -> {name: path}`` of
+``conf/experiment/mouse[_quick].yaml``. No neural recordings are used: the target network stands in
+for the brain and its layers for cortical areas. For each model of the zoo, in two variants
+(ImageNet-trained vs random-init, swept as ``weights``; the quick variant sweeps two random seeds
+instead, since nothing can be downloaded here), with RSA and the mouse paper's regression
+(``regression_loo``), both swept as ``metric``:
 
 * the max over source layers per target layer ("area") and its mean per model, with bootstrapped
   95% confidence intervals across target layers (the paper's Fig. 1);
@@ -22,35 +24,11 @@ from scipy import stats
 
 from idsim.errors import IdsimError
 
-from . import models as M
-from .common import (QUICK, Sweep, bootstrap_ci, max_over_layers, new_figure, relative_depth, save_figure,
-                     smoothed_trend, write_table)
+from .common import (bootstrap_ci, finished, log, max_over_layers, new_figure, relative_depth, smoothed_trend,
+                     write_table)
 
 METRICS = ("rsa", "regression_loo")
-GENERATED = ("shapes", "natural", "synthetic_objects", "texture_noise")   # probe sets whose images follow `seed`
 VARIANT_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
-
-
-def plan(quick: bool, dataset: list[str], target: str | None = None) -> list[Sweep]:
-    """Trained vs random (full) or two random seeds (quick) sources; the target's weights held fixed.
-
-    The quick sweep runs ``seed=1,2`` (sources get ``seed + 1``: 2 and 3) with the target's seed and a
-    generated probe set's seed pinned to 0; unit sampling and projections follow ``seed`` too.
-    """
-    if quick:
-        t = target or M.QUICK_MOUSE_TARGET
-        zoo = [m for m in M.QUICK_MOUSE_ZOO if m != t]
-        variants = ["seed=1,2", "target.seed=0", "weights=random"]
-        extra = list(QUICK)
-        if dataset and dataset[0].split("=", 1)[1] in GENERATED:  # same images for both seeds
-            dataset = [dataset[0], "dataset.seed=0", *dataset[1:]]
-    else:
-        t = target or M.MOUSE_TARGET
-        zoo = [m for m in M.MOUSE_ZOO if m != t]
-        variants = ["weights=imagenet,random", "target.weights=imagenet"]
-        extra = []
-    return [Sweep("zoo", [*extra, f"target={t}", f"sources={M.hydra_list(zoo)}", f"metric={','.join(METRICS)}",
-                          *variants, *dataset])]
 
 
 def variants(scores: pd.DataFrame) -> pd.Series:
@@ -115,6 +93,8 @@ def metric_agreement(best: pd.DataFrame, df: pd.DataFrame, seed: int = 0) -> pd.
 
 def plot_rankings(summ: pd.DataFrame, path: Path) -> Path:
     """Fig. 1: models ranked by the first variant's score; each variant's mean and 95% CI, one panel per metric."""
+    from idsim.plots import save_figure
+
     metrics = list(dict.fromkeys(summ["metric"]))
     vs = list(dict.fromkeys(summ["variant"]))
     n = summ["source"].nunique()
@@ -132,13 +112,14 @@ def plot_rankings(summ: pd.DataFrame, path: Path) -> Path:
         ax.set_yticks(range(len(order)), order, fontsize=7)
         ax.set_xlabel(f"{metric}: max over layers, mean over target layers (95% CI)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
 def plot_depth(df: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
     """Left: score against relative layer depth (per-bin means, jagged) with a smoothed trend, per metric
     and variant (Fig. 4). Right: mean relative depth of the best layer per target layer (Fig. 3, left)."""
+    from idsim.plots import save_figure
+
     metrics = list(dict.fromkeys(df["metric"]))
     vs = list(dict.fromkeys(df["variant"]))
     fig = new_figure(5 * (len(metrics) + 1), 3.8)
@@ -170,18 +151,26 @@ def plot_depth(df: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("relative depth of the best source layer")
     ax.set_title("target layers stand in for cortical areas", fontsize=8)
     ax.legend(fontsize=6)
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
-def analyze(scores: pd.DataFrame, out: Path) -> dict[str, Path]:
+def tables(scores: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """Every table and figure of the mouse analysis from a sweep's scores (``variant`` from the source's weights)."""
     df = tidy(scores)
     best = layer_max(df)
     summ = model_summary(best)
     agree = metric_agreement(best, df)
+    log.info("mouse: models (max over layers, mean over target layers)\n%s", summ.round(3).to_string(index=False))
+    log.info("mouse: RSA vs regression\n%s", agree.round(3).to_string(index=False))
     return {"layer_scores": write_table(df, out / "mouse_layer_scores.csv"),
             "max_over_layers": write_table(best, out / "mouse_max_over_layers.csv"),
             "model_summary": write_table(summ, out / "mouse_model_summary.csv"),
             "metric_agreement": write_table(agree, out / "mouse_rsa_vs_regression.csv"),
             "rankings": plot_rankings(summ, out / "mouse_rankings.png"),
             "depth": plot_depth(df, best, out / "mouse_depth.png")}
+
+
+def analyze(summary, out_dir: Path) -> dict[str, Path]:
+    """The mouse analysis of a finished sweep (``conf/experiment/mouse[_quick].yaml``)."""
+    scores, _ = finished(summary)
+    return tables(scores, Path(out_dir))
