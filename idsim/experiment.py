@@ -16,11 +16,11 @@ from typing import Any, Mapping
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from . import metrics, schema, systems
+from . import metrics, schema, stats, systems
 from .cache import cached_features
 from .identifiability import best_per_source, identifiability, verdict
 from .outputs import RunWriter, units_table
-from .scoring import score_layers, scores_table
+from .scoring import check_pair, layer_table, scores_table
 
 log = logging.getLogger("idsim")
 
@@ -46,6 +46,8 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
         system.prepare()
     probe = run.dataset.build()
     metric.check(len(probe))
+    n_boot = metric.bootstrap_default if run.stats.bootstrap is None else run.stats.bootstrap
+    resamples = stats.resamples(len(probe), n_boot, run.seed)
     cache = run.cache.dir if run.cache.enabled else None
     _log_plan(run, target, sources, probe, metric)
 
@@ -59,17 +61,23 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
         log.info("target %s: %d layers, kept %d of %d units (unit_ratio %g; %d zero-variance units dropped)",
                  target.name, len(units), int(units["n_kept"].sum()), int(units["n_units"].sum()), run.unit_ratio,
                  int(units["n_constant"].sum()))
+        boots = {}
         for source in sources:
             s_feats, _ = cached_features(source, probe, metric.plan(systems.SOURCE, seed=run.seed), run.extraction,
                                          cache)
-            part = scores_table(score_layers(s_feats, t_feats, metric, seed=run.seed, device=device), source, target,
-                                metric, probe, run.unit_ratio)
+            check_pair(s_feats, t_feats)
+            res = metric.score(s_feats, t_feats, seed=run.seed, device=device, resamples=resamples)
+            part = scores_table(layer_table(res, s_feats, t_feats), source, target, metric, probe, run.unit_ratio)
             writer.add_scores(part)
-            del s_feats
+            boots[source.label] = res.boot
+            del s_feats, res
             gc.collect()
             log.info("scored %s: best %.4f", source.label, part["score"].max())
         scores = writer.scores
         ident, best = identifiability(scores), best_per_source(scores)
+        if resamples is not None:
+            ident, best = stats.add_intervals(ident, best, boots, {s.label: s.architecture == target.architecture
+                                                                    for s in sources}, t_feats.layer_names, run.stats.ci)
         line = verdict(ident, target.name)
         writer.finish(ident, best, line)
     log.info("%s", line)

@@ -416,7 +416,8 @@ def plot_best_scores(
     x: target layers in depth order; one bar per source (colours from
     :func:`source_colors`); the source with the target's architecture is hatched with a
     black edge and labelled "(target architecture)" in the legend. A star marks the
-    winning bar of each target layer. The figure widens with the number of bars.
+    winning bar of each target layer. The figure widens with the number of bars. With
+    bootstrap intervals (``ci_low``/``ci_high``), each bar carries its interval.
     """
     _check_columns(best, BEST_COLUMNS, "best")
     df = _pick(best, "target", target, "best")
@@ -444,6 +445,10 @@ def plot_best_scores(
     )
     values = grid.to_numpy(dtype=float)
     n_layers, n_src = values.shape
+    bounds = None
+    if {"ci_low", "ci_high"} <= set(df.columns):  # bootstrap intervals (stats.bootstrap)
+        bounds = [df.pivot_table(index="target_layer", columns="source", values=c, aggfunc="max", dropna=False)
+                  .reindex(index=layers, columns=sources).to_numpy(dtype=float) for c in ("ci_low", "ci_high")]
 
     # --- geometry
     group_w_in = _clamp(0.09 * n_src + 0.3, 0.55, 1.6)
@@ -471,8 +476,17 @@ def plot_best_scores(
             label=f"{src} (target architecture)" if is_own else src,
             zorder=2,
         )
+        if bounds is not None:
+            lo_k, hi_k = bounds[0][:, k], bounds[1][:, k]
+            ok = np.isfinite(lo_k) & np.isfinite(hi_k) & np.isfinite(values[:, k])
+            if ok.any():
+                ax.errorbar(offsets[ok], values[ok, k],
+                            yerr=[np.clip(values[ok, k] - lo_k[ok], 0, None), np.clip(hi_k[ok] - values[ok, k], 0, None)],
+                            fmt="none", ecolor="#333333", elinewidth=0.8, capsize=1.5, zorder=3)
 
     finite = values[np.isfinite(values)]
+    if bounds is not None:  # the axis holds the intervals too
+        finite = np.concatenate([finite, *(b[np.isfinite(b)] for b in bounds)])
     lo, hi = _score_range(values)
     data_lo = min(0.0, float(finite.min())) if finite.size else 0.0
     data_hi = max(0.0, float(finite.max())) if finite.size else 1.0
@@ -528,7 +542,8 @@ def plot_identifiability(ident: pd.DataFrame, path: str | PathLike[str]) -> Path
     """Bars of the identifiability index per target layer (depth order).
 
     Green where ``correct`` is true, red where it is false; layers whose index is NaN get
-    a grey "n/a" at zero. A black line marks zero. When ``ident`` has ``target`` and/or
+    a grey "n/a" at zero. With bootstrap columns, whiskers show the index's interval and each
+    label adds P(correct). A black line marks zero. When ``ident`` has ``target`` and/or
     ``metric`` columns they go in the title (several values: the first, with a warning).
     """
     _check_columns(ident, IDENT_COLUMNS, "ident")
@@ -550,6 +565,11 @@ def plot_identifiability(ident: pd.DataFrame, path: str | PathLike[str]) -> Path
     correct = per_layer["correct"].fillna(False).to_numpy(dtype=bool)
     n = len(layers)
     ok = np.isfinite(values)
+    ci = None
+    if {"index_ci_low", "index_ci_high"} <= set(df.columns):  # bootstrap intervals (stats.bootstrap)
+        ci = df.groupby("target_layer")[["index_ci_low", "index_ci_high"]].mean().reindex(layers).to_numpy(dtype=float)
+        p_correct = df.groupby("target_layer")["p_correct"].mean().reindex(layers).to_numpy(dtype=float) \
+            if "p_correct" in df else None
 
     plot_w = _clamp(0.42 * n + 1.0, 5.0, 16.0)
     x_font = _clamp(plot_w / n * 72 * 0.32, 6.5, 10.0)
@@ -562,8 +582,14 @@ def plot_identifiability(ident: pd.DataFrame, path: str | PathLike[str]) -> Path
     ax.bar(x[ok], values[ok], width=0.7, color=[c for c, k in zip(colors, ok) if k],
            edgecolor="none", zorder=2)
     ax.axhline(0.0, color="black", linewidth=0.9, zorder=3)
+    if ci is not None:
+        has = ok & np.isfinite(ci).all(1)
+        if has.any():
+            ax.errorbar(x[has], values[has], yerr=[np.clip(values[has] - ci[has, 0], 0, None),
+                                                   np.clip(ci[has, 1] - values[has], 0, None)],
+                        fmt="none", ecolor="#333333", elinewidth=0.9, capsize=2.5, zorder=4)
 
-    finite = values[ok]
+    finite = values[ok] if ci is None else np.concatenate([values[ok], ci[np.isfinite(ci)]])
     y_lo = min(0.0, float(finite.min())) if finite.size else -1.0
     y_hi = max(0.0, float(finite.max())) if finite.size else 1.0
     span = (y_hi - y_lo) or 1.0
@@ -576,7 +602,12 @@ def plot_identifiability(ident: pd.DataFrame, path: str | PathLike[str]) -> Path
             ax.text(xi, 0.02 * span, "n/a", ha="center", va="bottom", fontsize=label_font,
                     color=MISSING_COLOR, zorder=4)
         elif n <= 30:
-            ax.text(xi, v + (0.015 if v >= 0 else -0.015) * span, f"{v:.2f}",
+            label = f"{v:.2f}"
+            if ci is not None and p_correct is not None and np.isfinite(p_correct[xi]):
+                label += f"\nP={p_correct[xi]:.2f}"
+            top = max(v, ci[xi, 1]) if ci is not None and np.isfinite(ci[xi, 1]) and v >= 0 else v
+            bottom = min(v, ci[xi, 0]) if ci is not None and np.isfinite(ci[xi, 0]) and v < 0 else v
+            ax.text(xi, (top if v >= 0 else bottom) + (0.015 if v >= 0 else -0.015) * span, label,
                     ha="center", va="bottom" if v >= 0 else "top", fontsize=label_font,
                     color="#333333", zorder=4)
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 def _interval(r, low: str, high: str) -> str:
     if low in r and pd.notna(r[low]) and pd.notna(r[high]):
-        return f" [{r[low]:+.2f}, {r[high]:+.2f}]"
+        return f"[{r[low]:+.3f}, {r[high]:+.3f}]"
     return ""
 
 
@@ -17,13 +17,15 @@ def print_summary(ident: pd.DataFrame, verdict: str, out_dir: Path | None = None
     from rich.table import Table
 
     console = Console(highlight=False)
+    if not console.is_terminal:  # logs and pipes: wide enough for the table, not the 80 columns rich assumes
+        console = Console(highlight=False, width=160)
     boot = "p_correct" in ident
     for metric, g in ident.groupby("metric", sort=False):
         table = Table(title=f"Identifiability of {g['target'].iloc[0]} ({metric})", title_justify="left")
         cols = [("target layer", {}), ("best source", {}), ("best source layer", {}), ("score", {"justify": "right"}),
                 ("correct", {"justify": "center"}), ("rank", {"justify": "right"}), ("index", {"justify": "right"})]
         if boot:
-            cols += [("P(correct)", {"justify": "right"}), ("p", {"justify": "right"})]
+            cols += [("index CI", {"justify": "right"}), ("P(correct)", {"justify": "right"}), ("p", {"justify": "right"})]
         for col, kw in cols:
             table.add_column(col, **kw)
         for _, r in g.sort_values("target_layer_index").iterrows():
@@ -31,9 +33,10 @@ def print_summary(ident: pd.DataFrame, verdict: str, out_dir: Path | None = None
             rank = r.get("rank")
             row = [str(r["target_layer"]), str(r["best_source"]), str(r["best_source_layer"]), f"{r['best_score']:.3f}",
                    "[green]yes[/]" if r["correct"] else "[red]no[/]", "-" if pd.isna(rank) else str(int(rank)),
-                   ("n/a" if pd.isna(idx) else f"{idx:+.3f}") + _interval(r, "index_ci_low", "index_ci_high")]
+                   "n/a" if pd.isna(idx) else f"{idx:+.3f}"]
             if boot:
-                row += [f"{r['p_correct']:.2f}" if pd.notna(r["p_correct"]) else "-",
+                row += [_interval(r, "index_ci_low", "index_ci_high") or "-",
+                        f"{r['p_correct']:.2f}" if pd.notna(r["p_correct"]) else "-",
                         f"{r['p_value']:.3g}" if pd.notna(r["p_value"]) else "-"]
             table.add_row(*row)
         console.print(table)

@@ -183,6 +183,17 @@ class CacheConfig(Checked):
 
 
 @dataclass
+class StatsConfig(Checked):
+    """How sure each verdict is: the bootstrap over probe images (idsim/stats.py)."""
+
+    bootstrap: Optional[int] = opt(None, "null (the metric's default: 1000 for CKA and RSA, 200 for regression), 0 (no"
+                                         " intervals) or an integer >= 1 (resamples of the probe images)",
+                                   optional(int_at_least(0)))
+    ci: float = opt(0.95, "a number in (0, 1) (the coverage of the percentile intervals)",
+                    lambda v: is_number(v) and 0 < v < 1)
+
+
+@dataclass
 class LoggerConfig(Checked):
     kind: str = MISSING
 
@@ -233,6 +244,7 @@ class RunConfig(Checked):
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     logger: Any = MISSING      # a LoggerConfig: logger=wandb | none (Python: none when not given)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     seed: int = opt(0, "an integer >= 0 (target weights use seed, sources seed + 1; unit sampling and folds use seed)",
                     int_at_least(0))
     weights: str = opt("random", WEIGHTS_VALID, _weights_ok)
@@ -429,6 +441,6 @@ def check_value(cls: type, key: str, leaf: str, value: Any) -> None:
         fail(key, value, fields[leaf].metadata.get("valid") or "see the README")
 
 
-__all__ = ["opt", "Checked", "RunConfig", "NetworkConfig", "SystemConfig", "ExtractionConfig", "CacheConfig",
+__all__ = ["opt", "Checked", "RunConfig", "NetworkConfig", "SystemConfig", "ExtractionConfig", "CacheConfig", "StatsConfig",
            "WandbLogger", "NoLogger", "MetricOptions", "ProbeSetOptions", "load", "register", "structured",
            "check_value", "describe_error", "show", "fail", "ClassVar"]

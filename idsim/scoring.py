@@ -21,9 +21,17 @@ SCORE_COLUMNS = ["source", "source_layer", "target", "target_layer", "metric", "
 
 def score_layers(source: FeatureSet, target: FeatureSet, metric: Any, seed: int = 0, device=None) -> pd.DataFrame:
     """Score every source layer against every target layer: a tidy DataFrame, one row per pair."""
+    check_pair(source, target)
+    return layer_table(metric.score(source, target, seed=seed, device=device), source, target)
+
+
+def check_pair(source: FeatureSet, target: FeatureSet) -> None:
     if source.n_images != target.n_images:
         raise IdsimError(f"source and target were extracted on different images ({source.n_images} vs {target.n_images})")
-    res = metric.score(source, target, seed=seed, device=device)
+
+
+def layer_table(res: Any, source: FeatureSet, target: FeatureSet) -> pd.DataFrame:
+    """A metric's :class:`~idsim.metrics.base.LayerScores` as a tidy table, one row per layer pair."""
     s_names, t_names = source.layer_names, target.layer_names
     i, j = np.meshgrid(np.arange(len(s_names)), np.arange(len(t_names)), indexing="ij")
     i, j = i.ravel(), j.ravel()

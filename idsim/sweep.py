@@ -93,6 +93,7 @@ class SweepSummary:
     swept: list[str]
     figures: dict[str, Path]
     analysis_error: str | None = None
+    seeds: pd.DataFrame | None = None   # aggregation over a `seed` sweep (idsim.stats.over_seeds)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -165,6 +166,11 @@ def summarize(sweep_dir: Path | str, logger: Mapping[str, Any] | None = None, pl
     s.jobs.to_csv(s.out_dir / "jobs.csv", index=False)
     s.scores.to_csv(s.out_dir / "scores.csv", index=False)
     s.identifiability.to_csv(s.out_dir / "identifiability.csv", index=False)
+    from .stats import over_seeds
+
+    s.seeds = over_seeds(s.identifiability, s.swept)
+    if s.seeds is not None:
+        s.seeds.to_csv(s.out_dir / "seeds.csv", index=False)
     if plots:
         from .plots import plot_index_by_layer, plot_mean_index
 
@@ -190,11 +196,16 @@ def draw_analysis(analysis: str, s: SweepSummary) -> dict[str, Path]:
     """Run a sweep's analysis over its summary; its files go to ``<sweep dir>/analysis/``."""
     from hydra.utils import get_method
 
+    from .config import CONF_DIR
+
+    if str(CONF_DIR.parent) not in sys.path:  # the analyses live in the repository's experiments/
+        sys.path.append(str(CONF_DIR.parent))
     try:
         draw = get_method(analysis)
     except Exception as e:
-        raise IdsimError(f"analysis={analysis!r}: cannot import it ({str(e).splitlines()[0]}); give the dotted path of a"
-                         f" function, e.g. experiments.sysid.fig3") from None
+        cause = e.__cause__ or e
+        raise IdsimError(f"analysis={analysis!r}: cannot import it ({type(cause).__name__}: {cause}); give the dotted"
+                         f" path of a function, e.g. experiments.sysid.fig3") from None
     files = draw(s, s.sweep_dir / "analysis") or {}
     for name, path in files.items():
         log.info("analysis %s: %s", name, path)
@@ -303,6 +314,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{n_done} of {len(s.jobs)} jobs done; summary in {s.out_dir}")
     for _, r in s.failed.iterrows():
         print(f"  {r['state']}: {r['job']}: {r['error'] or ''} ({r['status_file']})")
+    if s.seeds is not None:
+        keys = [c for c in s.seeds.columns if c not in ("target_layer_index", "target_layer") and not c.startswith(
+            ("n_", "mean_", "sd_", "fraction_"))]
+        print(f"over seeds ({s.out_dir / 'seeds.csv'}):")
+        for values, g in s.seeds.groupby(keys, sort=False, dropna=False):
+            values = values if isinstance(values, tuple) else (values,)
+            label = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
+            print(f"  {label}: index {g['mean_index'].mean():+.3f} +- {g['sd_index'].mean():.3f} (mean SD across seeds),"
+                  f" identified in {g['fraction_identified'].mean():.0%} of seeds x layers ({int(g['n_seeds'].max())} seeds)")
     if s.analysis_error:
         raise IdsimError(f"the analysis {analysis} failed: {s.analysis_error}")
     return 0

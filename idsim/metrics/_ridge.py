@@ -174,6 +174,40 @@ def pearson_columns(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return r
 
 
+def bootstrap_r(predictions: np.ndarray, Y: np.ndarray, folds: np.ndarray, counts: np.ndarray,
+                chunk_bytes: int = 128 * 2**20) -> np.ndarray:
+    """Per-unit held-out Pearson r on resampled images: (n_resamples, m).
+
+    ``counts`` (n_resamples, n) says how often each image is drawn. Within each fold, r is the
+    Pearson correlation of the held-out predictions with the responses over the fold's images,
+    each weighted by its count (= r over the resampled images); fold values are averaged as the
+    point estimate averages them. Folds with fewer than two drawn images, and units constant on
+    them, give no value.
+    """
+    P, Y = np.asarray(predictions, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    B, m = counts.shape[0], Y.shape[1]
+    total, n_ok = np.zeros((B, m)), np.zeros((B, m))
+    chunk = max(1, chunk_bytes // (8 * 6 * m))
+    for k in np.unique(folds[folds >= 0]):
+        rows = folds == k
+        Pk, Yk = P[rows] - P[rows].mean(0), Y[rows] - Y[rows].mean(0)  # centred first: no cancellation
+        tol_p = (1e-10 * np.abs(Pk).max(0, initial=0.0)) ** 2
+        tol_y = (1e-10 * np.abs(Yk).max(0, initial=0.0)) ** 2
+        for c in range(0, B, chunk):
+            C = counts[c:c + chunk][:, rows].astype(np.float64)
+            W = C.sum(1)[:, None]
+            sp, sy = C @ Pk, C @ Yk
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vp = C @ (Pk * Pk) - sp * sp / W
+                vy = C @ (Yk * Yk) - sy * sy / W
+                r = (C @ (Pk * Yk) - sp * sy / W) / np.sqrt(vp * vy)
+            ok = (W >= 2) & (vp > W * tol_p) & (vy > W * tol_y) & np.isfinite(r)
+            total[c:c + chunk] += np.where(ok, r, 0.0)
+            n_ok[c:c + chunk] += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_ok > 0, total / n_ok, np.nan)
+
+
 def _check_alphas(alphas) -> np.ndarray:
     a = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
     if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):

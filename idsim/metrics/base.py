@@ -32,6 +32,7 @@ class LayerScores:
 
     score: np.ndarray                                          # (n_source_layers, n_target_layers)
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # more columns of scores.csv, same shape
+    boot: np.ndarray | None = None     # (n_resamples, n_source_layers, n_target_layers): scores on resampled images
 
 
 class Metric:
@@ -39,6 +40,8 @@ class Metric:
 
     kind: ClassVar[str] = ""
     Options: ClassVar[type[MetricOptions]] = MetricOptions
+    #: resamples of the probe images when ``stats.bootstrap`` is null (its cost differs by family)
+    bootstrap_default: ClassVar[int] = 1000
 
     def __init__(self, options: MetricOptions):
         if not isinstance(options, self.Options):
@@ -61,8 +64,10 @@ class Metric:
         if n_images < 3:
             raise IdsimError(f"{self.name} needs at least 3 probe images, got {n_images}")
 
-    def score(self, source: FeatureSet, target: FeatureSet, seed: int = 0, device: Any = None) -> LayerScores:
-        """All source x target layer scores."""
+    def score(self, source: FeatureSet, target: FeatureSet, seed: int = 0, device: Any = None,
+              resamples: np.ndarray | None = None) -> LayerScores:
+        """All source x target layer scores; with ``resamples`` ((B, n) image indices drawn with replacement),
+        also every score on each resample of the probe images (``LayerScores.boot``)."""
         raise NotImplementedError
 
     # helpers shared by the families

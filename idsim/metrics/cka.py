@@ -31,23 +31,29 @@ def _as_2d(X, name: str) -> np.ndarray:
     return X
 
 
-def u_centre(K: np.ndarray) -> np.ndarray:
+def u_centre(K: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """U-centre a Gram matrix (Song et al. 2012): ``<u(K), u(L)> / (n (n-3))`` is unbiased HSIC.
 
     Off-diagonal entries become ``K_ij - r_i/(n-2) - r_j/(n-2) + s/((n-1)(n-2))`` with the
     row sums ``r`` and total ``s`` of K with a zeroed diagonal; the diagonal becomes 0.
+    ``exclude``: a boolean mask of further pairs treated like the diagonal (a bootstrap resample's
+    pairs of an image with its own copy).
     """
     K = np.array(K, dtype=np.float64)
     n = K.shape[0]
     if n < 4:
         raise IdsimError(f"debiased CKA needs at least 4 stimuli, got {n}")
     np.fill_diagonal(K, 0.0)
+    if exclude is not None:
+        K[exclude] = 0.0
     r = K.sum(1)
     s = r.sum()
     K -= r[:, None] / (n - 2)
     K -= r[None, :] / (n - 2)
     K += s / ((n - 1) * (n - 2))
     np.fill_diagonal(K, 0.0)
+    if exclude is not None:
+        K[exclude] = 0.0
     return K
 
 
@@ -87,6 +93,44 @@ def cka_matrix(source_grams: list[np.ndarray], target_grams: list[np.ndarray], d
     return S @ T.T
 
 
+def _resampled(grams: np.ndarray, idx: np.ndarray, debiased: bool) -> np.ndarray:
+    """(chunk, layers, n*n) normalised centred Grams of each resample (rows/columns ``idx``) of each layer."""
+    K = grams[:, idx[:, :, None], idx[:, None, :]].transpose(1, 0, 2, 3)  # (chunk, layers, n, n)
+    n = idx.shape[1]
+    if debiased:  # U-centring; pairs of an image with its own copy are left out like the diagonal
+        exclude = (idx[:, :, None] == idx[:, None, :])[:, None]
+        K = np.where(exclude, 0.0, K)
+        r = K.sum(-1)
+        s = r.sum(-1)
+        K = K - r[..., :, None] / (n - 2) - r[..., None, :] / (n - 2) + (s / ((n - 1) * (n - 2)))[..., None, None]
+        K = np.where(exclude, 0.0, K)
+    else:  # double centring: the Gram of the resample's column-centred features
+        r = K.mean(-1)
+        K = K - r[..., :, None] - r[..., None, :] + r.mean(-1)[..., None, None]
+    K = K.reshape(K.shape[0], K.shape[1], -1)
+    norm = np.sqrt(np.einsum("clk,clk->cl", K, K))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return K / norm[..., None]
+
+
+def cka_bootstrap(source_grams: list[np.ndarray], target_grams: list[np.ndarray], resamples: np.ndarray,
+                  debiased: bool = False, chunk_bytes: int = 256 * 2**20) -> np.ndarray:
+    """CKA of every layer pair on each resample of the stimuli: (n_resamples, n_source, n_target).
+
+    A resample's Gram is the rows and columns it draws (with repeats) of each layer's Gram,
+    centred again (biased CKA: exactly CKA of the resampled features); for debiased CKA the
+    pairs of an image with its own copy are left out like the diagonal.
+    """
+    S, T = np.stack(source_grams), np.stack(target_grams)
+    out = np.empty((len(resamples), len(S), len(T)))
+    n = S.shape[-1]
+    chunk = max(1, chunk_bytes // (8 * (len(S) + len(T)) * n * n))
+    for c in range(0, len(resamples), chunk):
+        idx = resamples[c:c + chunk]
+        out[c:c + chunk] = _resampled(S, idx, debiased) @ _resampled(T, idx, debiased).transpose(0, 2, 1)
+    return out
+
+
 # --------------------------------------------------------------------------- the metric family
 
 
@@ -115,6 +159,8 @@ class CKA(Metric):
         if self.options.debiased and n_images < 4:
             raise IdsimError(f"{self.name}: debiased CKA needs at least 4 probe images, got {n_images}")
 
-    def score(self, source: FeatureSet, target: FeatureSet, seed: int = 0, device=None) -> LayerScores:
-        return LayerScores(cka_matrix(self._grams(source, "column", self.name, SOURCE),
-                                      self._grams(target, "column", self.name, TARGET), debiased=self.options.debiased))
+    def score(self, source: FeatureSet, target: FeatureSet, seed: int = 0, device=None,
+              resamples: np.ndarray | None = None) -> LayerScores:
+        S, T = self._grams(source, "column", self.name, SOURCE), self._grams(target, "column", self.name, TARGET)
+        boot = None if resamples is None else cka_bootstrap(S, T, resamples, debiased=self.options.debiased)
+        return LayerScores(cka_matrix(S, T, debiased=self.options.debiased), boot=boot)

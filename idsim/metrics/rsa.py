@@ -118,6 +118,41 @@ def rsa_matrix(source_rdms: list[np.ndarray], target_rdms: list[np.ndarray], com
     return S @ T.T
 
 
+def _resampled_rdms(rdms: np.ndarray, n: int, idx: np.ndarray, compare: str) -> np.ndarray:
+    """(layers, chunk, pairs) standardised RDM vectors of each resample; self-pairs of a resample are zeros."""
+    I, J = np.triu_indices(n, k=1)
+    a, b = idx[:, I], idx[:, J]                    # the images each resampled pair compares
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    valid = lo != hi                               # pairs of an image with its own copy are left out
+    k = np.where(valid, n * lo - lo * (lo + 1) // 2 + (hi - lo - 1), 0)
+    V = np.where(valid[None], rdms[:, k], np.nan)
+    if compare == "spearman":
+        from scipy.stats import rankdata
+
+        V = rankdata(V, axis=-1, nan_policy="omit")
+    V = np.where(valid[None], V - np.nanmean(V, axis=-1, keepdims=True), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return V / np.sqrt(np.einsum("lcp,lcp->lc", V, V))[..., None]
+
+
+def rsa_bootstrap(source_rdms: list[np.ndarray], target_rdms: list[np.ndarray], resamples: np.ndarray,
+                  compare: str = "pearson", chunk_bytes: int = 256 * 2**20) -> np.ndarray:
+    """RSA of every layer pair on each resample of the stimuli: (n_resamples, n_source, n_target).
+
+    A resample compares the RDM entries of the image pairs it draws (a pair drawn twice counts
+    twice); pairs of a resampled image with its own copy are left out.
+    """
+    S, T = np.stack(source_rdms), np.stack(target_rdms)
+    n = int(round((1 + np.sqrt(1 + 8 * S.shape[1])) / 2))
+    out = np.empty((len(resamples), len(S), len(T)))
+    chunk = max(1, chunk_bytes // (8 * 3 * (len(S) + len(T)) * S.shape[1]))
+    for c in range(0, len(resamples), chunk):
+        idx = resamples[c:c + chunk]
+        out[c:c + chunk] = np.einsum("scp,tcp->cst", _resampled_rdms(S, n, idx, compare),
+                                     _resampled_rdms(T, n, idx, compare), optimize=True)
+    return out
+
+
 # --------------------------------------------------------------------------- the metric family
 
 
@@ -147,6 +182,8 @@ class RSA(Metric):
         kind = gram_kind(self.options.rdm)
         return [rdm_from_gram(G, self.options.rdm) for G in self._grams(features, kind, self.name, role)]
 
-    def score(self, source: FeatureSet, target: FeatureSet, seed: int = 0, device=None) -> LayerScores:
-        return LayerScores(rsa_matrix(self.rdms(source, SOURCE), self.rdms(target, TARGET),
-                                      compare=self.options.compare))
+    def score(self, source: FeatureSet, target: FeatureSet, seed: int = 0, device=None,
+              resamples: np.ndarray | None = None) -> LayerScores:
+        S, T = self.rdms(source, SOURCE), self.rdms(target, TARGET)
+        boot = None if resamples is None else rsa_bootstrap(S, T, resamples, compare=self.options.compare)
+        return LayerScores(rsa_matrix(S, T, compare=self.options.compare), boot=boot)
