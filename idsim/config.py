@@ -43,8 +43,9 @@ def _yaml(path: Path) -> dict:
         return {}
 
 
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+def group_options(group: str, conf_dir: Path | None = None) -> list[str]:
     """The options of a config group that are files or stored schemas (model groups: none listed here)."""
+    conf_dir = conf_dir or CONF_DIR
     if group in STORE_GROUPS:
         extra = sorted(p.stem for p in (conf_dir / group).glob("*.yaml")) if (conf_dir / group).is_dir() else []
         return sorted(set(STORE_GROUPS[group]) | set(extra))
@@ -57,8 +58,9 @@ def _defaults(path: Path) -> list:
     return d if isinstance(d, list) else []
 
 
-def default_choices(conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+def default_choices(conf_dir: Path | None = None) -> dict[str, Any]:
     """The group choices of ``conf/config.yaml``'s defaults list."""
+    conf_dir = conf_dir or CONF_DIR
     out: dict[str, Any] = {}
     for entry in _defaults(conf_dir / "config.yaml"):
         if isinstance(entry, dict):
@@ -67,16 +69,18 @@ def default_choices(conf_dir: Path = CONF_DIR) -> dict[str, Any]:
     return out
 
 
-def schema_name(group: str, option: str, conf_dir: Path = CONF_DIR) -> str | None:
+def schema_name(group: str, option: str, conf_dir: Path | None = None) -> str | None:
     """The ``base_<name>`` schema a metric or dataset YAML extends (the metric's kind, the probe set's name)."""
+    conf_dir = conf_dir or CONF_DIR
     for entry in _defaults(conf_dir / group / f"{option}.yaml"):
         if isinstance(entry, str) and entry.startswith("base_"):
             return entry[len("base_"):]
     return None
 
 
-def experiment_choices(name: str, conf_dir: Path = CONF_DIR) -> dict[str, list]:
+def experiment_choices(name: str, conf_dir: Path | None = None) -> dict[str, list]:
     """Group choices an experiment config sets (``override /group: x`` and its sweeper's params)."""
+    conf_dir = conf_dir or CONF_DIR
     data = _yaml(conf_dir / "experiment" / f"{name}.yaml")
     out: dict[str, list] = {}
     for entry in data.get("defaults") or []:
@@ -164,21 +168,33 @@ def _check_choice(group: str, value: Any, conf_dir: Path) -> None:
             raise IdsimError(f"unknown {group} {leaf!r}{hint}; valid: {', '.join(options)}")
 
 
+def _fixed_nodes() -> dict[str, type]:
+    """The run's nodes whose schema does not depend on a group choice (extraction, cache, stats...)."""
+    from . import schema
+
+    out = {}
+    for f in dataclasses.fields(schema.RunConfig):
+        factory = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if factory is not None and dataclasses.is_dataclass(factory):
+            out[f.name] = factory
+    return out
+
+
 def _all_keys() -> dict[str, str]:
     """Every settable key path of the schema's fixed nodes, by leaf name (for 'did you mean')."""
     from . import schema
 
-    nodes = {"target", "sources", "dataset", "metric", "extraction", "logger", "cache"}
+    nodes = {"target", "sources", "dataset", "metric", "logger", *_fixed_nodes()}
     keys = {f.name: f.name for f in dataclasses.fields(schema.RunConfig) if f.name not in nodes}
-    for node, cls in (("extraction", schema.ExtractionConfig), ("cache", schema.CacheConfig),
-                      ("logger", schema.WandbLogger)):
+    for node, cls in (*_fixed_nodes().items(), ("logger", schema.WandbLogger)):
         for f in dataclasses.fields(cls):
             keys.setdefault(f.name, f"{node}.{f.name}")
     return keys
 
 
-def check_overrides(overrides: Iterable[str], conf_dir: Path = CONF_DIR) -> None:
+def check_overrides(overrides: Iterable[str], conf_dir: Path | None = None) -> None:
     """Raise :class:`IdsimError` for an unknown option, key or bad value on the command line."""
+    conf_dir = conf_dir or CONF_DIR
     from . import schema
 
     parsed = _parse(list(overrides))
@@ -238,9 +254,9 @@ def _targets(key: str, choices: dict[str, list], conf_dir: Path) -> list[tuple[t
         _need_depth(key, parts, 2)
         return [(schema.WandbLogger if c == "wandb" else schema.NoLogger, key, leaf) for c in choices.get("logger", [])
                 if c in ("wandb", "none")]
-    if head in ("extraction", "cache"):
+    if head in _fixed_nodes():
         _need_depth(key, parts, 2)
-        return [(schema.ExtractionConfig if head == "extraction" else schema.CacheConfig, key, leaf)]
+        return [(_fixed_nodes()[head], key, leaf)]
     if len(parts) == 1 and head in {f.name for f in dataclasses.fields(schema.RunConfig)}:
         return [(schema.RunConfig, key, leaf)]
     known = _all_keys()
@@ -267,7 +283,7 @@ def compose(overrides: Iterable[str] = ()) -> Any:
     overrides = list(overrides)
     check_overrides(overrides)
     schema.register()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):  # read now: tests may point it elsewhere
         return hydra_compose("config", overrides)
 
 
