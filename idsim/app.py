@@ -66,6 +66,11 @@ def launch(main, argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
         check_overrides(argv)
+        if "--help" in argv or "-h" in argv:  # Hydra's own help lists every option of every group: slow and long
+            from .config import help_text
+
+            print(help_text(argv))
+            sys.exit(0)
     except IdsimError as e:
         report(e)
         sys.exit(2)

@@ -24,6 +24,8 @@ import functools
 from pathlib import Path
 from typing import Any, Iterable
 
+from omegaconf import OmegaConf  # noqa: F401 (HELP, help_text)
+
 from .errors import IdsimError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -94,6 +96,44 @@ def experiment_choices(name: str, conf_dir: Path | None = None) -> dict[str, lis
         if k in GROUPS and isinstance(v, str):
             out[k] = [x.strip() for x in v.split(",")] if not v.strip().startswith("[") else [v]
     return out
+
+
+def groups_help() -> str:
+    """The config groups and their options, for ``python run.py --help`` (``${idsim.groups:}`` in its template)."""
+    from . import systems
+
+    special = {role: sorted(n for kind in systems.KINDS for n in getattr(systems._module(kind), "NAMES", {}).get(role, ()))
+               for role in ("target", "source")}
+    lines = [f"  target      any torchvision or timm model name (python -m idsim.models list), e.g. resnet18, vgg11,"
+             f" vit_base_patch32_224{''.join(', ' + n for n in special['target'])}",
+             f"  sources     a list of them, e.g. sources=[alexnet,vgg11]{''.join(', ' + n for n in special['source'])}"]
+    for group in ("dataset", "metric", "experiment", "logger", "extraction"):
+        options = [o for o in group_options(group) if not o.startswith("base_")]
+        lines.append(f"  {group:<11} {', '.join(options)}")
+    return "\n".join(lines)
+
+
+HELP = """idsim: would the score pick the target's own architecture among the sources?
+
+python run.py [group=option ...] [key=value ...]          one comparison
+python run.py -m [key=a,b ...] [experiment=fig3_quick]     a sweep (hydra/launcher=slurm for SLURM)
+
+== Config groups ==
+{groups}
+
+== Config ==
+Every option, its default and what is valid is declared once in idsim/schema.py (a metric's in
+idsim/metrics/<kind>.py, a probe set's in idsim/datasets/); the README explains each.
+Override anything with key=value, e.g. unit_ratio=0.1 extraction.batch_size=16 metric.cv=loo.
+Hydra's own flags (--cfg job, --info, -m, --hydra-help): python run.py --hydra-help
+
+{config}"""
+
+
+def help_text(overrides: Iterable[str] = ()) -> str:
+    """``python run.py --help``: the groups, then the config those overrides compose (as Hydra's --cfg job)."""
+    overrides = [o for o in overrides if not o.startswith("-")]
+    return HELP.format(groups=groups_help(), config=OmegaConf.to_yaml(compose(overrides)).rstrip())
 
 
 # --------------------------------------------------------------------------- the pre-check

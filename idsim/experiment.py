@@ -6,6 +6,7 @@ and score each source in turn (freed after), identify, write.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -35,17 +36,24 @@ class ExperimentResult:
     out_dir: Path
 
 
+class Clock(dict):
+    """Seconds per phase of a run (``timings.json``): prepare, extract:<system>, score:<source>, identify, write."""
+
+    @contextlib.contextmanager
+    def __call__(self, key: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[key] = self.get(key, 0.0) + time.perf_counter() - t
+
+
 def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | None = None) -> ExperimentResult:
     """Run the experiment a composed config describes; results go to ``out_dir`` (default: Hydra's run dir)."""
     t0 = time.perf_counter()
-    run = schema.load(cfg)
-    device = _scoring_device(run.extraction.device)
-    metric = metrics.build(run.metric)
-    target, sources = systems.build_all(run)
-    for system in (target, *sources):
-        system.prepare()
-    probe = run.dataset.build()
-    metric.check(len(probe))
+    clock = Clock()
+    with clock("prepare"):
+        run, metric, target, sources, probe, device = _prepare(cfg)
     n_boot = metric.bootstrap_default if run.stats.bootstrap is None else run.stats.bootstrap
     resamples = stats.resamples(len(probe), n_boot, run.seed)
     cache = run.cache.dir if run.cache.enabled else None
@@ -54,8 +62,9 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
     out = _output_dir(out_dir)
     with RunWriter(out, _container(cfg), run.logger, name=f"{target.name}-{metric.name}", plots=run.plots) as writer:
         writer.config(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg)))
-        t_feats, _ = cached_features(target, probe, metric.plan(systems.TARGET, run.unit_ratio, run.seed),
-                                     run.extraction, cache)
+        with clock(f"extract:{target.label}"):
+            t_feats, _ = cached_features(target, probe, metric.plan(systems.TARGET, run.unit_ratio, run.seed),
+                                         run.extraction, cache)
         units = units_table(t_feats, run.unit_ratio)
         writer.target_units(units)
         log.info("target %s: %d layers, kept %d of %d units (unit_ratio %g; %d zero-variance units dropped)",
@@ -63,26 +72,45 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
                  int(units["n_constant"].sum()))
         boots = {}
         for source in sources:
-            s_feats, _ = cached_features(source, probe, metric.plan(systems.SOURCE, seed=run.seed), run.extraction,
-                                         cache)
-            check_pair(s_feats, t_feats)
-            res = metric.score(s_feats, t_feats, seed=run.seed, device=device, resamples=resamples)
-            part = scores_table(layer_table(res, s_feats, t_feats), source, target, metric, probe, run.unit_ratio)
-            writer.add_scores(part)
-            boots[source.label] = res.boot
-            del s_feats, res
-            gc.collect()
+            with clock(f"extract:{source.label}"):
+                s_feats, _ = cached_features(source, probe, metric.plan(systems.SOURCE, seed=run.seed), run.extraction,
+                                             cache)
+            with clock(f"score:{source.label}"):
+                check_pair(s_feats, t_feats)
+                res = metric.score(s_feats, t_feats, seed=run.seed, device=device, resamples=resamples)
+                part = scores_table(layer_table(res, s_feats, t_feats), source, target, metric, probe, run.unit_ratio)
+                writer.add_scores(part)
+                boots[source.label] = res.boot
+                del s_feats, res
+                gc.collect()
             log.info("scored %s: best %.4f", source.label, part["score"].max())
-        scores = writer.scores
-        ident, best = identifiability(scores), best_per_source(scores)
-        if resamples is not None:
-            ident, best = stats.add_intervals(ident, best, boots, {s.label: s.architecture == target.architecture
-                                                                    for s in sources}, t_feats.layer_names, run.stats.ci)
-        line = verdict(ident, target.name)
-        writer.finish(ident, best, line)
+        with clock("identify"):
+            scores = writer.scores
+            ident, best = identifiability(scores), best_per_source(scores)
+            if resamples is not None:
+                ident, best = stats.add_intervals(ident, best, boots, {s.label: s.architecture == target.architecture
+                                                                        for s in sources}, t_feats.layer_names,
+                                                  run.stats.ci)
+            line = verdict(ident, target.name)
+        with clock("write"):
+            writer.finish(ident, best, line)
+        writer.timings(clock)
     log.info("%s", line)
     log.info("results in %s (%.1f s)", out, time.perf_counter() - t0)
     return ExperimentResult(scores=scores, identifiability=ident, best=best, units=units, verdict=line, out_dir=out)
+
+
+def _prepare(cfg):
+    """Every check that needs no forward pass: the config, the metric, the systems (meta device), the probe set."""
+    run = schema.load(cfg)
+    device = _scoring_device(run.extraction.device)
+    metric = metrics.build(run.metric)
+    target, sources = systems.build_all(run)
+    for system in (target, *sources):
+        system.prepare()
+    probe = run.dataset.build()
+    metric.check(len(probe))
+    return run, metric, target, sources, probe, device
 
 
 def _log_plan(run, target, sources, probe, metric) -> None:

@@ -75,15 +75,19 @@ def pattern_gram(data, kind: str = "column", mean: np.ndarray | None = None, col
         for c in chunks:
             rows += block(c).sum(1)
         rows /= max(cols.size, 1)
-    gram = np.zeros((n, n))
+    from scipy.linalg.blas import dsyrk
+
+    gram = np.zeros((n, n), order="F")
     for c in chunks:
         b = block(c)
         if kind == "column":
             b -= mean[c]
         elif kind == "row":
             b -= rows[:, None]
-        gram += b @ b.T
-    return gram
+        # a symmetric rank-k update (half the multiplications of b @ b.T); b.T is b's memory, Fortran-ordered
+        gram = dsyrk(1.0, b.T, beta=1.0, c=gram, trans=1, lower=0, overwrite_c=1)
+    upper = np.triu(gram)
+    return np.ascontiguousarray(upper + np.triu(gram, 1).T)
 
 
 def centred_gram(X) -> np.ndarray:

@@ -49,6 +49,10 @@ class Model:
     input_size: int = SHARED_SIZE            # side of its square input in pixels
     preprocess: str = "shared"
 
+    def finish(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``preprocess=shared``: a batch of shared uint8 crops (B, 3, 224, 224), on any device, as this model's input."""
+        return finish_shared(pixels, self.input_size, self.mean, self.std)
+
     @functools.cached_property
     def weights_digest(self) -> str:
         """A short hash of the parameters and buffers (identifies the weights whatever their origin)."""
@@ -194,21 +198,40 @@ def input_spec(name: str, library: str, module: nn.Module, weights: str) -> tupl
     return int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"])
 
 
-def shared_transform(size: int, mean, std) -> Callable:
-    """``preprocess=shared``: every model sees the same pixels.
+def shared_crop() -> Callable:
+    """``preprocess=shared``, the part common to every model: PIL image -> uint8 tensor (3, 224, 224).
 
-    Each image is brought once to a common geometry (shorter side resized to 224 px with bilinear
-    anti-aliased interpolation, centre crop 224 x 224); a model then applies only what it must: a
-    bilinear resize of that same crop when its input size differs, and its own normalisation.
+    The shorter side is resized to 224 px (bilinear, anti-aliased) and the centre 224 x 224 kept;
+    grayscale and other modes become RGB. A run computes it once per image for all its models
+    (:func:`idsim.features.shared_pixels`).
     """
     from torchvision.transforms import v2 as T
 
-    steps = [T.Lambda(_rgb), T.Resize(SHARED_SIZE, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-             T.CenterCrop(SHARED_SIZE), T.ToImage(), T.ToDtype(torch.float32, scale=True)]
+    return T.Compose([T.Lambda(_rgb), T.Resize(SHARED_SIZE, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+                      T.CenterCrop(SHARED_SIZE), T.ToImage()])
+
+
+def finish_shared(x: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    """``preprocess=shared``, the part each model does itself, on a uint8 image or batch (on any device):
+    to float in [0, 1], a bilinear resize of the same crop when the model's input size differs, its normalisation."""
+    from torchvision.transforms.v2 import functional as TF
+
+    x = TF.to_dtype(x, torch.float32, scale=True)
     if size != SHARED_SIZE:
-        steps.append(T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True))
-    steps.append(T.Normalize(list(mean), list(std)))
-    return T.Compose(steps)
+        x = TF.resize(x, [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    return TF.normalize(x, list(mean), list(std))
+
+
+def shared_transform(size: int, mean, std) -> Callable:
+    """``preprocess=shared``: every model sees the same pixels.
+
+    Each image is brought once to a common geometry (:func:`shared_crop`: shorter side resized to
+    224 px with bilinear anti-aliased interpolation, centre crop 224 x 224); a model then applies
+    only what it must (:func:`finish_shared`): a bilinear resize of that same crop when its input
+    size differs, and its own normalisation.
+    """
+    crop = shared_crop()
+    return lambda img: finish_shared(crop(img), size, mean, std)
 
 
 def _rgb(img):

@@ -1,0 +1,164 @@
+"""The floor benchmark: a whole idsim job against the forward passes it cannot avoid.
+
+In one invocation, on the same images:
+
+1. the pure forward passes of every model of the job: idsim's own ``build_model`` and transform,
+   the same batch size and device, image decoding included (a DataLoader), inference mode, no
+   hooks; each model in a fresh process (its own peak RSS);
+2. the full job through the public entry point (``python run.py ...``, a fresh process, cold
+   feature cache), once per metric, then once more warm (everything cached).
+
+It prints, per model and in total: seconds, the ratio to the forward passes, and peak RSS. Per
+model, idsim's time is its extraction plus its scoring (``timings.json`` of the run); the job's
+total is the process wall time, start-up, figures and W&B included.
+
+    python benchmarks/floor_bench.py                       # embedded 224 px photographs (natural), 150 images
+    python benchmarks/floor_bench.py --images /data/photos --n 150
+    python benchmarks/floor_bench.py --metrics cka rsa --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = ["resnet18", "alexnet", "vgg11", "resnet18", "vit_base_patch32_224", "mixer_b16_224"]  # target + 5
+METRICS = ("cka", "rsa", "regression", "regression_loo")
+
+
+def forward_only(name: str, dataset: list[str], batch: int, device: str, workers: int, seed: int) -> None:
+    """Child process: time the pure forward passes of one model; print JSON."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from idsim import build_model, load_probe_set
+    from idsim.config import compose
+    from idsim.features import resolve_device
+
+    dev = resolve_device(device)
+    probe = load_probe_set(compose(dataset).dataset)
+    t0 = time.perf_counter()
+    model = build_model(name, weights="random", seed=seed)
+    build_s = time.perf_counter() - t0
+    net = model.module.to(dev)
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(probe)
+
+        def __getitem__(self, i):
+            return model.transform(probe.image(i))
+
+    loader = DataLoader(Images(), batch_size=batch, num_workers=workers, pin_memory=dev.type == "cuda")
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for x in loader:
+            net(x.to(dev, non_blocking=True))
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    forward_s = time.perf_counter() - t0
+    print(json.dumps({"model": name, "forward_s": forward_s, "build_s": build_s,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, float, str, str, int]:
+    """Run ``cmd`` under /usr/bin/time -v when present: (wall s, peak RSS MB, stdout, stderr, returncode)."""
+    gnu_time = Path("/usr/bin/time")
+    full = [str(gnu_time), "-v", *cmd] if gnu_time.exists() else cmd
+    t0 = time.perf_counter()
+    res = subprocess.run(full, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    rss = float("nan")
+    for line in res.stderr.splitlines():
+        if "Maximum resident set size" in line:
+            rss = int(line.split(":")[1]) / 1024
+    return wall, rss, res.stdout, res.stderr, res.returncode
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=Path, help="a folder of images (dataset=folder); default: embedded photographs")
+    p.add_argument("--n", type=int, default=150, help="number of images (default 150)")
+    p.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="extraction.num_workers of the job and the forward loop")
+    p.add_argument("--target", default="resnet18")
+    p.add_argument("--sources", nargs="+", default=DEFAULT_MODELS[1:])
+    p.add_argument("--extra", nargs="*", default=[], help="more overrides for the idsim job")
+    p.add_argument("--no-warm", action="store_true", help="skip the warm (cached) job")
+    p.add_argument("--forward-child", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+
+    dataset = ([f"dataset=folder", f"dataset.root={a.images}", f"dataset.n_images={a.n}"] if a.images else
+               ["dataset=natural", "dataset.size=224", f"dataset.n_images={a.n}"])
+    if a.forward_child:
+        forward_only(a.forward_child[0], dataset, a.batch_size, a.device, a.workers, int(a.forward_child[1]))
+        return 0
+
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "WANDB_SILENT": "true"}
+    models = [(a.target, 0, "target")] + [(s, 1, s) for s in a.sources]
+    print(f"# floor benchmark: {a.n} images ({'folder ' + str(a.images) if a.images else 'embedded natural, 224 px'}),"
+          f" batch {a.batch_size}, device {a.device}, workers {a.workers}; {os.cpu_count()} CPUs;"
+          f" load {os.getloadavg()[0]:.1f}")
+    forward = {}
+    for name, seed, label in models:
+        wall, rss, out, err, rc = timed([sys.executable, __file__, *(["--images", str(a.images)] if a.images else []),
+                                         "--n", str(a.n), "--batch-size", str(a.batch_size), "--device", a.device,
+                                         "--workers", str(a.workers), "--forward-child", name, str(seed)], env)
+        if rc:
+            print(err[-3000:], file=sys.stderr)
+            return 1
+        forward[label] = {**json.loads(out.strip().splitlines()[-1]), "rss_mb": rss}
+    total_forward = sum(v["forward_s"] for v in forward.values())
+
+    print(f"\n## pure forward passes (decoding included): {total_forward:.1f} s")
+    print(f"| model | forward (s) | build (s) | peak RSS (MB) |\n|---|---|---|---|")
+    for label, v in forward.items():
+        print(f"| {label} | {v['forward_s']:.2f} | {v['build_s']:.2f} | {v['rss_mb']:.0f} |")
+
+    sources = "[" + ",".join(a.sources) + "]"
+    for metric in a.metrics:
+        rows = []
+        for phase in ("cold",) + (() if a.no_warm else ("warm",)):
+            cache = Path(tempfile.mkdtemp(prefix="idsim-floor-")) if phase == "cold" else cache
+            run_dir = Path(tempfile.mkdtemp(prefix="idsim-floor-run-"))
+            cmd = [sys.executable, "run.py", f"target={a.target}", f"sources={sources}", f"metric={metric}", *dataset,
+                   f"extraction.batch_size={a.batch_size}", f"extraction.device={a.device}",
+                   f"extraction.num_workers={a.workers}", "extraction.progress=false", f"cache.dir={cache}",
+                   f"hydra.run.dir={run_dir}", *a.extra]
+            wall, rss, out, err, rc = timed(cmd, env)
+            if rc:
+                print(err[-3000:], file=sys.stderr)
+                return 1
+            timings = json.loads((run_dir / "timings.json").read_text())
+            rows.append((phase, wall, rss, timings))
+        cold_wall, cold_rss, timings = rows[0][1], rows[0][2], rows[0][3]
+        print(f"\n## metric={metric}: cold job {cold_wall:.1f} s = {cold_wall / total_forward:.2f}x the forward passes"
+              f" (peak RSS {cold_rss:.0f} MB)")
+        print("| model | forward (s) | idsim: extract + score (s) | ratio |\n|---|---|---|---|")
+        for label, v in forward.items():
+            key = a.target if label == "target" else label
+            ids = timings.get(f"extract:{key}", 0.0) + timings.get(f"score:{key}", 0.0)
+            print(f"| {label} | {v['forward_s']:.2f} | {ids:.2f} | {ids / v['forward_s']:.2f} |")
+        rest = {k: v for k, v in timings.items() if not k.startswith(("extract:", "score:"))}
+        accounted = sum(timings.values())
+        print(f"| other phases | | {', '.join(f'{k} {v:.2f}' for k, v in rest.items())};"
+              f" start-up and exit {cold_wall - accounted:.2f} | |")
+        print(f"| **total** | {total_forward:.2f} | {cold_wall:.2f} (process wall) | **{cold_wall / total_forward:.2f}** |")
+        if len(rows) > 1:
+            warm_wall = rows[1][1]
+            print(f"warm job (everything cached): {warm_wall:.1f} s = {warm_wall / cold_wall:.3f}x the cold job"
+                  f" (peak RSS {rows[1][2]:.0f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
