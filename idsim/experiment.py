@@ -1,8 +1,9 @@
 """One system-identification experiment: a target, a set of sources, a probe set, a metric.
 
 :func:`run_experiment` reads like the recipe it runs: validate the config, build the target and
-the sources and check everything that needs no forward pass, extract the target, then extract
-and score each source in turn (freed after), identify, write.
+the sources and check everything that needs no forward pass, extract the target (and its noise
+ceilings, when it is a recording), then extract and score each source in turn (freed after),
+identify, write.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
     target, sources = systems.build_all(run)
     for system in (target, *sources):
         system.prepare()
-    probe = run.dataset.build()
+    probe = systems.probe_set(target, run)  # a recording's own stimuli, else the dataset
     metric.check(len(probe))
     cache = run.cache.dir if run.cache.enabled else None
     _log_plan(run, target, sources, probe, metric)
@@ -52,10 +53,12 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
     out = _output_dir(out_dir)
     with RunWriter(out, _container(cfg), run.logger, name=f"{target.name}-{metric.name}", plots=run.plots) as writer:
         writer.config(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg)))
-        t_feats, _ = cached_features(target, probe, metric.plan(systems.TARGET, run.unit_ratio, run.seed),
-                                     run.extraction, cache)
+        t_plan = metric.plan(systems.TARGET, run.unit_ratio, run.seed)
+        t_feats, _ = cached_features(target, probe, t_plan, run.extraction, cache)
         units = units_table(t_feats, run.unit_ratio)
         writer.target_units(units)
+        ceilings = target.ceilings(metric, t_plan, t_feats, probe, run.extraction)  # None for a network
+        writer.ceilings(ceilings)
         log.info("target %s: %d layers, kept %d of %d units (unit_ratio %g; %d zero-variance units dropped)",
                  target.name, len(units), int(units["n_kept"].sum()), int(units["n_units"].sum()), run.unit_ratio,
                  int(units["n_constant"].sum()))
@@ -63,7 +66,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
             s_feats, _ = cached_features(source, probe, metric.plan(systems.SOURCE, seed=run.seed), run.extraction,
                                          cache)
             part = scores_table(score_layers(s_feats, t_feats, metric, seed=run.seed, device=device), source, target,
-                                metric, probe, run.unit_ratio)
+                                metric, probe, run.unit_ratio, ceilings)
             writer.add_scores(part)
             del s_feats
             gc.collect()

@@ -119,36 +119,6 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
                 ram_left[0] -= st.data.nbytes
             return st
 
-        def make(layer: str, p: int) -> dict:
-            red = {}
-            sampled = sample_units(p, plan.unit_ratio, plan.seed, layer)
-            exact = exact_budget is None or n * sampled.size * 4 <= exact_budget
-            if plan.grams and exact:  # exact values of the sampled units
-                red["units"] = store(sampled, layer, p)
-            elif plan.grams:  # too wide for the exact budget: Grams from a sparse random projection
-                q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
-                if {"column", "raw"} & set(plan.grams):
-                    red["gram_proj"] = SparseProjection(n, p, q, plan.seed, layer, units=sampled, purpose="gram")
-                if "row" in plan.grams:
-                    red["row_proj"] = SparseProjection(n, p, q, plan.seed, layer, units=sampled, row_centre=True,
-                                                       purpose="gram")
-                red["stats"] = UnitStats(sampled)
-            if plan.units:  # target units for regression: a seeded candidate set in random order
-                order = layer_rng(plan.seed, layer, "regression-units").permutation(sampled)
-                if plan.max_units is not None:
-                    order = order[:min(order.size, 4 * plan.max_units)]  # enough to replace constant units
-                red["order"] = order
-                if "units" not in red or order.size < sampled.size:
-                    red["target_units"] = store(np.sort(order), layer + ".target", p)
-                    if "units" not in red and "stats" not in red:
-                        red["stats"] = UnitStats(sampled)
-            if plan.features:  # regression features: projected if wider than the projection
-                q = p if plan.project is None else jl_dim(n) if plan.project == "auto" else int(plan.project)
-                red["features"] = SparseProjection(n, p, q, plan.seed, layer) if p > q else \
-                    store(np.arange(p), layer + ".features", p)
-            red["sampled"] = sampled
-            return red
-
         def hook_for(layer: str):
             def hook(_module, _inputs, out):
                 acts = _first_tensor(out).detach()
@@ -156,7 +126,7 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
                 calls[layer] = calls.get(layer, 0) + 1
                 if layer not in reducers:
                     sizes[layer] = acts.shape[1]
-                    reducers[layer] = make(layer, acts.shape[1])
+                    reducers[layer] = layer_reducers(layer, acts.shape[1], n, plan, store, exact_budget, gram_dim)
                 elif acts.shape[1] != sizes[layer]:
                     raise IdsimError(f"{model.name} layer {layer!r} changed size between calls ({sizes[layer]} vs {acts.shape[1]})")
                 for r in reducers[layer].values():
@@ -189,6 +159,44 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
         net.to("cpu")
         torch.cuda.empty_cache()
     return features
+
+
+def layer_reducers(layer: str, p: int, n: int, plan: Plan, store, exact_budget: int | None = DEFAULT_EXACT_BUDGET,
+                   gram_dim: int | str = "auto") -> dict:
+    """The reducers that keep what ``plan`` needs of a layer of ``p`` units over ``n`` images.
+
+    ``store(units, name, width)`` makes the :class:`UnitStore` of exact values (RAM or spilled).
+    Shared by network extraction and :func:`idsim.arrays.reduce_arrays` (recordings, baselines),
+    so a layer's numbers never depend on where its values came from.
+    """
+    red = {}
+    sampled = sample_units(p, plan.unit_ratio, plan.seed, layer)
+    exact = exact_budget is None or n * sampled.size * 4 <= exact_budget
+    if plan.grams and exact:  # exact values of the sampled units
+        red["units"] = store(sampled, layer, p)
+    elif plan.grams:  # too wide for the exact budget: Grams from a sparse random projection
+        q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
+        if {"column", "raw"} & set(plan.grams):
+            red["gram_proj"] = SparseProjection(n, p, q, plan.seed, layer, units=sampled, purpose="gram")
+        if "row" in plan.grams:
+            red["row_proj"] = SparseProjection(n, p, q, plan.seed, layer, units=sampled, row_centre=True,
+                                               purpose="gram")
+        red["stats"] = UnitStats(sampled)
+    if plan.units:  # target units for regression: a seeded candidate set in random order
+        order = layer_rng(plan.seed, layer, "regression-units").permutation(sampled)
+        if plan.max_units is not None:
+            order = order[:min(order.size, 4 * plan.max_units)]  # enough to replace constant units
+        red["order"] = order
+        if "units" not in red or order.size < sampled.size:
+            red["target_units"] = store(np.sort(order), layer + ".target", p)
+            if "units" not in red and "stats" not in red:
+                red["stats"] = UnitStats(sampled)
+    if plan.features:  # regression features: projected if wider than the projection
+        q = p if plan.project is None else jl_dim(n) if plan.project == "auto" else int(plan.project)
+        red["features"] = SparseProjection(n, p, q, plan.seed, layer) if p > q else \
+            store(np.arange(p), layer + ".features", p)
+    red["sampled"] = sampled
+    return red
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Everything a run writes goes through one :class:`RunWriter`: CSVs, figures, the console summary, W&B.
 
 Files of a run folder (see the README's *Outputs*): ``config.yaml``, ``target_units.csv``,
+``ceilings.csv`` (recording targets),
 ``scores.csv`` (rewritten after every source, so a failure keeps what was done),
 ``identifiability.csv``, ``best_scores.csv``, ``figures/*.png``, ``wandb/``.
 """
@@ -47,6 +48,13 @@ class RunWriter:
     def target_units(self, units: pd.DataFrame) -> None:
         units.to_csv(self.out / "target_units.csv", index=False)
         self.tracker.log_table("target_units", units)
+
+    def ceilings(self, ceilings: pd.DataFrame | None) -> None:
+        """A recording target's per-region reliability and noise ceilings (``ceilings.csv``); None: nothing."""
+        if ceilings is None:
+            return
+        ceilings.to_csv(self.out / "ceilings.csv", index=False)
+        self.tracker.log_table("ceilings", ceilings)
 
     def add_scores(self, part: pd.DataFrame) -> pd.DataFrame:
         """Append one source's rows and rewrite ``scores.csv``; returns all rows so far."""

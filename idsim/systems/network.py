@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,35 @@ from ..featureset import FeatureSet, Plan
 from ..model_names import is_model, resolve_library
 from ..schema import ExtractionConfig, NetworkConfig
 from .base import SOURCE, TARGET, System
+from .recording import SimulatedRecordingConfig
 
 log = logging.getLogger("idsim")
 
 
+@dataclass
+class NetworkTargetConfig(NetworkConfig):
+    """A network as the target: itself (``recording`` left at its defaults) or seen through a simulated recording."""
+
+    recording: SimulatedRecordingConfig = field(default_factory=SimulatedRecordingConfig)
+
+
 def config_class(name: str, role: str) -> type | None:
-    return NetworkConfig if is_model(name) else None
+    if not is_model(name):
+        return None
+    return NetworkTargetConfig if role == TARGET else NetworkConfig
 
 
-def build(config: NetworkConfig, label: str, role: str, run: Any) -> "NetworkSystem":
+def build(config: NetworkConfig, label: str, role: str, run: Any) -> System:
+    system = _network(config, label, role, run)
+    sim = getattr(config, "recording", None)
+    if role == TARGET and sim is not None and not sim.ideal:
+        from .recording import SimulatedRecordingSystem
+
+        return SimulatedRecordingSystem(system, sim, run)
+    return system
+
+
+def _network(config: NetworkConfig, label: str, role: str, run: Any) -> "NetworkSystem":
     library = resolve_library(config.name, config.library)
     seed = config.seed if config.seed is not None else (run.seed if role == TARGET else run.seed + 1)
     weights = config.weights
