@@ -19,9 +19,6 @@ from .base import SOURCE, TARGET, System
 VERSION = 1  # bump when a construction changes
 
 
-def _size_ok(v: Any) -> bool:
-    return int_at_least(8)(v)
-
 
 @dataclass
 class BaselineConfig(SystemConfig):
@@ -36,7 +33,7 @@ class GaborConfig(BaselineConfig):
     """``gabor``: Gabor energy on an 8×8 grid of each image."""
 
     name: str = "gabor"
-    size: int = opt(128, "an integer >= 8 (side in pixels of the grayscale image the filters see)", _size_ok)
+    size: int = opt(128, "an integer >= 8 (side in pixels of the grayscale image the filters see)", int_at_least(8))
     orientations: int = opt(8, "an integer >= 1", int_at_least(1))
     frequencies: List[float] = opt(valid="a non-empty list of spatial frequencies in (0, 0.5] cycles per pixel",
                                    check=lambda v: len(v) > 0 and all(is_number(f) and 0 < f <= 0.5 for f in v),
@@ -61,7 +58,7 @@ class RffConfig(BaselineConfig):
     """``rff``: random Fourier features of the grayscale pixels."""
 
     name: str = "rff"
-    size: int = opt(32, "an integer >= 8 (side in pixels of the grayscale image)", _size_ok)
+    size: int = opt(32, "an integer >= 1 (side in pixels of the grayscale image)", int_at_least(1))
     dim: int = opt(4096, "an integer >= 1 (number of features; 4096 matches regression_loo's projection)",
                    int_at_least(1))
     bandwidth: Any = opt("median", "median (the median distance between the images' pixel vectors) or a positive"
@@ -73,7 +70,7 @@ class PixelsConfig(BaselineConfig):
     """``pixels``: the pixel values."""
 
     name: str = "pixels"
-    size: int = opt(64, "an integer >= 8 (side in pixels)", _size_ok)
+    size: int = opt(64, "an integer >= 1 (side in pixels)", int_at_least(1))
     gray: bool = False
 
 
