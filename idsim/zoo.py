@@ -102,7 +102,10 @@ def rank_agreement(best: pd.DataFrame, metrics: tuple[str, str] | None = None) -
         raise IdsimError(f"rank agreement: metrics {metrics} not both in the table ({', '.join(names)})")
     wide = wide[list(metrics)].dropna().reset_index()
     rows = []
-    for (target, region), d in wide.groupby(["target", "target_layer"], sort=False):
+    order = best[["target", "target_layer"]].drop_duplicates().itertuples(index=False, name=None)
+    groups = dict(iter(wide.groupby(["target", "target_layer"], sort=False)))
+    for target, region in order:
+        d = groups.get((target, region), wide.iloc[:0])
         rho, p = stats.spearmanr(d[metrics[0]], d[metrics[1]]) if len(d) > 2 else (np.nan, np.nan)
         rows.append({"target": target, "target_layer": region, "metrics": " vs ".join(metrics), "spearman_r": rho,
                      "p_value": p, "n_models": len(d)})
