@@ -22,6 +22,7 @@ from .cache import cached_features
 from .identifiability import best_per_source, identifiability, verdict
 from .outputs import RunWriter, units_table
 from .scoring import score_layers, scores_table
+from .zoo import stimulus_bootstrap
 
 log = logging.getLogger("idsim")
 
@@ -68,6 +69,9 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
             part = scores_table(score_layers(s_feats, t_feats, metric, seed=run.seed, device=device), source, target,
                                 metric, probe, run.unit_ratio, ceilings)
             writer.add_scores(part)
+            if run.bootstrap:  # every layer pair again on resamples of the stimuli (bootstrap.csv)
+                writer.add_bootstrap(stimulus_bootstrap(s_feats, t_feats, metric, run.bootstrap, run.seed,
+                                                        source.label, target.name).assign(**source.columns()))
             del s_feats
             gc.collect()
             log.info("scored %s: best %.4f", source.label, part["score"].max())

@@ -237,6 +237,9 @@ class RunConfig(Checked):
     identical_weights: bool = False
     unit_ratio: float = opt(1.0, "a number in (0, 1] (the fraction of each target layer's units kept)", fraction)
     plots: bool = True
+    bootstrap: int = opt(0, "an integer >= 0: resamples of the stimuli on which every layer pair is scored again"
+                            " (bootstrap.csv, for confidence intervals over stimuli; CKA, RSA, and regression with"
+                            " cv=loo or gcv)", int_at_least(0))
     # a sweep's analysis, drawn over its summary when the sweep ends: the dotted path of a function
     # (summary, out_dir) -> {name: path}, e.g. experiments.sysid.fig3 (set by conf/experiment/*.yaml)
     analysis: Optional[str] = None

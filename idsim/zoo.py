@@ -50,12 +50,17 @@ def _check(scores: pd.DataFrame, need: Sequence[str]) -> None:
         raise IdsimError(f"score table lacks column(s) {', '.join(missing)}; expected idsim's scores.csv")
 
 
+def _keys(df: pd.DataFrame, by: Sequence[str]) -> list[str]:
+    """``by`` + metric, model and region; a model is a source with its weights (trained and random apart)."""
+    return [*by, *KEYS, *(["source_weights"] if "source_weights" in df.columns else [])]
+
+
 def max_over_layers(scores: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     """Per ``by`` + metric, model and region: the best source layer, its score and relative depth."""
     _check(scores, [*KEYS, "source_layer", "source_layer_index", "score"])
-    keys = [*by, *KEYS]
+    keys = _keys(scores, by)
     df = scores.copy()
-    df["relative_depth"] = relative_depth(df, [*by, "metric", "source", "target"])
+    df["relative_depth"] = relative_depth(df, [c for c in keys if c != "target_layer"])
     df["group"] = group(df)
     valid = df.dropna(subset=["score"])
     best = valid.loc[valid.groupby(keys, sort=False)["score"].idxmax().to_numpy()]
@@ -74,7 +79,7 @@ def region_summary(scores: pd.DataFrame, replicates: pd.DataFrame | None = None,
     best["ci_high"] = np.nan
     if replicates is not None and len(replicates):
         _check(replicates, [*KEYS, "resample", "score"])
-        keys = [*by, *KEYS]
+        keys = [k for k in _keys(best, by) if k in replicates.columns]
         per = replicates.groupby([*keys, "resample"], sort=False)["score"].max().reset_index()
         a = (1 - level) / 2
         ci = per.groupby(keys, sort=False)["score"].quantile([a, 1 - a]).unstack()
@@ -83,7 +88,7 @@ def region_summary(scores: pd.DataFrame, replicates: pd.DataFrame | None = None,
     return best
 
 
-def rank_agreement(best: pd.DataFrame, metrics: tuple[str, str] | None = None) -> pd.DataFrame:
+def rank_agreement(best: pd.DataFrame, metrics: tuple[str, str] | None = None, by: Sequence[str] = ()) -> pd.DataFrame:
     """Spearman r between two metrics' rankings of the models (max over layers), per region and over regions.
 
     ``metrics``: the pair to compare (default: the RSA-kind and the regression-kind metric found, by name).
@@ -97,7 +102,8 @@ def rank_agreement(best: pd.DataFrame, metrics: tuple[str, str] | None = None) -
         if not rsa or not reg:
             raise IdsimError(f"rank agreement needs an RSA and a regression metric; found {', '.join(names)}")
         metrics = (rsa[0], reg[0])
-    wide = best.pivot_table(index=["target", "target_layer", "source"], columns="metric", values="score")
+    model = [c for c in _keys(best, by) if c not in ("metric", "target", "target_layer")]
+    wide = best.pivot_table(index=["target", "target_layer", *model], columns="metric", values="score")
     if not set(metrics) <= set(wide.columns):
         raise IdsimError(f"rank agreement: metrics {metrics} not both in the table ({', '.join(names)})")
     wide = wide[list(metrics)].dropna().reset_index()
@@ -109,7 +115,7 @@ def rank_agreement(best: pd.DataFrame, metrics: tuple[str, str] | None = None) -
         rho, p = stats.spearmanr(d[metrics[0]], d[metrics[1]]) if len(d) > 2 else (np.nan, np.nan)
         rows.append({"target": target, "target_layer": region, "metrics": " vs ".join(metrics), "spearman_r": rho,
                      "p_value": p, "n_models": len(d)})
-    mean = wide.groupby("source")[list(metrics)].mean()
+    mean = wide.groupby(model)[list(metrics)].mean()
     rho, p = stats.spearmanr(mean[metrics[0]], mean[metrics[1]]) if len(mean) > 2 else (np.nan, np.nan)
     rows.append({"target": "all", "target_layer": "mean over regions", "metrics": " vs ".join(metrics),
                  "spearman_r": rho, "p_value": p, "n_models": len(mean)})
@@ -131,19 +137,20 @@ def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_resamples: int 
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
-def group_summary(best: pd.DataFrame, value: str = "score", seed: int = 0) -> pd.DataFrame:
+def group_summary(best: pd.DataFrame, value: str = "score", seed: int = 0, by: Sequence[str] = ()) -> pd.DataFrame:
     """Per metric, region and group (baseline / trained / random): mean over models of the max, its bootstrap CI."""
     rows = []
-    for (metric, target, region, grp), d in best.groupby(["metric", "target", "target_layer", "group"], sort=False):
+    for key, d in best.groupby([*by, "metric", "target", "target_layer", "group"], sort=False):
+        *extra, metric, target, region, grp = key
         lo, hi = bootstrap_ci(d[value], seed=seed)
-        rows.append({"metric": metric, "target": target, "target_layer": region, "group": grp,
+        rows.append({**dict(zip(by, extra)), "metric": metric, "target": target, "target_layer": region, "group": grp,
                      "n_models": d["source"].nunique(), value: d[value].mean(), "ci_low": lo, "ci_high": hi,
                      "best_model": d.loc[d[value].idxmax(), "source"] if d[value].notna().any() else None,
                      "best_layer_relative_depth": d["best_layer_relative_depth"].mean()})
     out = pd.DataFrame(rows)
     if len(out):
         out["group"] = pd.Categorical(out["group"], [g for g in GROUPS if g in set(out["group"])], ordered=True)
-        out = out.sort_values(["metric", "target", "target_layer", "group"]).reset_index(drop=True)
+        out = out.sort_values([*by, "metric", "target", "target_layer", "group"], kind="stable").reset_index(drop=True)
         out["group"] = out["group"].astype(str)
     return out
 
@@ -247,20 +254,29 @@ def _regression_bootstrap(source, target, metric, draws: np.ndarray) -> list[tup
 
 
 def mouse_summary(summary: Any, out_dir: Path | str, replicates: pd.DataFrame | None = None) -> dict[str, Path]:
-    """The per-region zoo tables of a sweep (``summary.scores``, or a scores DataFrame) as CSV files in ``out_dir``."""
+    """The per-region zoo tables of a sweep (``summary.scores``, or a scores DataFrame) as CSV files in ``out_dir``.
+
+    Confidence intervals over stimuli come from ``replicates`` or the sweep's ``bootstrap`` table
+    (its jobs ran with ``bootstrap=N``); sweep columns that vary (e.g. ``weights``) are kept apart.
+    """
     scores = summary.scores if hasattr(summary, "scores") else summary
+    if replicates is None:
+        replicates = getattr(summary, "bootstrap", None)  # the jobs' bootstrap.csv (runs with bootstrap=N)
     if scores is None or not len(scores):
         raise IdsimError("no scores to analyse")
-    by = [c for c in ("dataset",) if c in scores.columns and scores[c].nunique() > 1]
+    # swept settings other than the metric and the models' weights (e.g. the probe set) are kept apart
+    swept = getattr(summary, "swept", None) or ["dataset"]
+    by = [c for c in swept if c in scores.columns and c not in ("metric", "weights", "sources")
+          and scores[c].nunique() > 1]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     best = region_summary(scores, replicates, by=by)
     files = {"max_over_layers": out / "zoo_max_over_layers.csv", "groups": out / "zoo_groups.csv"}
     best.to_csv(files["max_over_layers"], index=False)
-    group_summary(best).to_csv(files["groups"], index=False)
+    group_summary(best, by=by).to_csv(files["groups"], index=False)
     if best["metric"].nunique() > 1:
         try:
-            agree = rank_agreement(best)
+            agree = rank_agreement(best, by=by)
         except IdsimError:
             agree = None
         if agree is not None:

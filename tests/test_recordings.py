@@ -205,7 +205,7 @@ def test_recording_run_scores_every_region_with_ceilings(tmp_path, compose_cfg):
     path = save(tmp_path, x, regions=["V1"] * 4 + ["LM"] * 4 + ["AL"] * 4)
     cfg = compose_cfg(["target=recording", f"target.path={path}", "target.min_reliability=0.7",
                        "sources=[alexnet,gabor]", "sources.alexnet.layers=[features.1,features.4]", "metric=rsa",
-                       *RUN])
+                       "bootstrap=20", *RUN])
     res = run_experiment(cfg, tmp_path / "run")
     s = res.scores
     assert set(s.target_layer) == {"V1", "LM"}                 # AL holds only unreliable neuroids: dropped
@@ -215,6 +215,12 @@ def test_recording_run_scores_every_region_with_ceilings(tmp_path, compose_cfg):
     assert list(c.n_kept) == [4, 2] and list(c.n_neuroids) == [4, 4]
     assert (c.rdm_split_half < c.ceiling).all()
     assert set(res.units.target_layer) == {"V1", "LM"}
+    from idsim import zoo
+
+    boot = pd.read_csv(tmp_path / "run" / "bootstrap.csv")              # every pair on 20 stimulus resamples
+    assert len(boot) == 20 * len(s) and set(boot.source) == {"alexnet", "gabor"}
+    summ = zoo.region_summary(s, boot)
+    assert (summ.ci_low <= summ.score + 1e-9).all() and summ.ci_high.notna().all()
 
 
 # --------------------------------------------------------------------------- Allen Brain Observatory NWB
