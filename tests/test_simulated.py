@@ -10,7 +10,7 @@ from idsim.identifiability import identifiability_index
 from idsim.recordings import simulate_trials, split_half_reliability
 
 TARGET = ["target=alexnet", "target.layers=[features.4,features.10]"]
-SOURCES = ["sources=[alexnet,resnet18]", "sources.alexnet.seed=0", "sources.resnet18.layers=[layer1.0,layer2.0]"]
+SOURCES = ["sources=[alexnet,pixels]", "sources.alexnet.seed=0", "sources.alexnet.layers=[features.4,features.10]"]
 
 
 def test_noise_models():
@@ -93,10 +93,10 @@ def test_simulated_recording_file_recovers_the_model_target_scores(network_score
                                network_scores.identifiability.identifiability_index, atol=1e-6)
 
 
-def test_simulated_target_in_a_run(network_scores, compose_cfg, tmp_path):
+def test_simulated_target_in_a_run(compose_cfg, tmp_path):
     from idsim.experiment import run_experiment
 
-    cfg = compose_cfg([*TARGET, *SOURCES, "metric=cka", "target.recording.neurons=40",
+    cfg = compose_cfg([*TARGET, "sources=[alexnet,pixels]", "metric=cka", "target.recording.neurons=40",
                        "target.recording.trials=4", "target.recording.noise=poisson", "target.recording.rate=2",
                        "target.recording.min_reliability=0.2", *TINY])
     res = run_experiment(cfg, tmp_path)
@@ -108,19 +108,18 @@ def test_simulated_target_in_a_run(network_scores, compose_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_identifiability_falls_with_poorer_recordings(compose_cfg, tmp_path):
-    """Full runs: fewer trials and neurons with Poisson noise lower the mean identifiability index, for 3 seeds."""
+def test_sweep_identifiability_falls_as_noise_rises(compose_cfg, tmp_path):
+    """Full runs (biased CKA, resnet18 vs alexnet, the target's own weights): the mean index falls with the SNR."""
     from idsim.experiment import run_experiment
 
     base = ["target=resnet18", "sources=[alexnet,resnet18]", "identical_weights=true", "metric=cka",
-            "target.recording.noise=poisson", "target.recording.rate=0.5", "target.layers=[layer3.1,layer4.1]",
-            "dataset.n_images=24", "extraction.batch_size=12", "logger=none", "plots=false",
-            "extraction.progress=false"]
+            "target.layers=[layer3.1,layer4.1]", "target.recording.noise=gaussian", "target.recording.trials=2",
+            "target.recording.neurons=200", "dataset.n_images=24", "extraction.batch_size=12", "logger=none",
+            "plots=false", "extraction.progress=false"]
     for seed in range(3):
         means = []
-        for trials, neurons in ((16, 500), (4, 100), (1, 20)):
-            cfg = compose_cfg([*base, f"target.recording.seed={seed}", f"target.recording.trials={trials}",
-                               f"target.recording.neurons={neurons}"])
-            res = run_experiment(cfg, tmp_path / f"{seed}-{trials}")
+        for snr in (10, 1, 0.1, 0.01):
+            cfg = compose_cfg([*base, f"target.recording.seed={seed}", f"target.recording.snr={snr}"])
+            res = run_experiment(cfg, tmp_path / f"{seed}-{snr}")
             means.append(res.identifiability.identifiability_index.mean())
-        assert means[0] > means[-1], (seed, means)
+        assert np.all(np.diff(means) < 0), (seed, means)   # e.g. +0.13, +0.09, +0.02, -0.01
