@@ -205,7 +205,7 @@ def test_recording_run_scores_every_region_with_ceilings(tmp_path, compose_cfg):
     path = save(tmp_path, x, regions=["V1"] * 4 + ["LM"] * 4 + ["AL"] * 4)
     cfg = compose_cfg(["target=recording", f"target.path={path}", "target.min_reliability=0.7",
                        "sources=[alexnet,gabor]", "sources.alexnet.layers=[features.1,features.4]", "metric=rsa",
-                       "bootstrap=20", *RUN])
+                       "sources.gabor.size=32", "bootstrap=20", *RUN])
     res = run_experiment(cfg, tmp_path / "run")
     s = res.scores
     assert set(s.target_layer) == {"V1", "LM"}                 # AL holds only unreliable neuroids: dropped
