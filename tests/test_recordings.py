@@ -264,7 +264,7 @@ def test_nwb_loader_means_each_presentation_and_merges_files(tmp_path):
     np.testing.assert_allclose(win.responses[1, 2], dff[:, starts[k]:starts[k] + 3].mean(1), rtol=1e-5)
     rec = allen.read([tmp_path / "a.nwb", tmp_path / "b.nwb"])
     assert rec.responses.shape == (4, 5, 5) and rec.region_names() == ["VISp", "VISl"]
-    assert list(rec.neuroid_coords["depth"]) == ["175 microns"] * 3 + ["275 microns"] * 2
+    assert list(rec.neuroid_coords["depth_um"]) == [175.0] * 3 + [275.0] * 2
     assert rec.neuroid_coords["cre_line"][0] == "Cux2-CreERT2/wt"
     r = split_half_reliability(rec.responses, splits=4)
     assert (r > 0.9).all()

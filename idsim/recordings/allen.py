@@ -10,7 +10,8 @@ From each ``three_session_B`` ophys NWB (1.x, HDF5) file:
   frame of each presentation, end exclusive), as AllenSDK's
   ``get_natural_scenes_stimulus_table``;
 - metadata: the targeted structure (``general/optophysiology/imaging_plane_1/location``, e.g.
-  ``VISp``: the neuroids' ``region``), imaging depth, session id, session type, genotype;
+  ``VISp``: the neuroids' ``region``), imaging depth (``depth_um``), session id
+  (``experiment_id``), session type, genotype (``cre_line``: its first part, as AllenSDK);
 - the stimulus template ``stimulus/templates/natural_scenes_image_stack/data`` (the probe images).
 
 **Response of a trial**: the mean dF/F over the presentation's own imaging frames (from its
@@ -165,9 +166,11 @@ def read(paths: Sequence[Path | str], window: Sequence[float] | None = None) -> 
     if len(set(ids)) != len(ids):  # the same cell in two files: tell them apart by experiment
         ids = [f"{s.meta.get('experiment_id') or s.path.stem}:{c}" for s in sessions for c in s.cell_ids.tolist()]
     coords: dict[str, np.ndarray] = {}
-    for key in ("region", "imaging_depth", "experiment_id", "genotype"):
-        coords[key if key != "imaging_depth" else "depth"] = np.asarray(
-            [str(s.meta.get(key) or "unknown") for s in sessions for _ in range(s.cell_ids.size)], dtype=object)
+    for key in ("region", "experiment_id", "genotype"):
+        coords[key] = np.asarray([str(s.meta.get(key) or "unknown") for s in sessions for _ in range(s.cell_ids.size)],
+                                 dtype=object)
+    coords["depth_um"] = np.asarray([_microns(s.meta.get("imaging_depth")) for s in sessions
+                                     for _ in range(s.cell_ids.size)], dtype=np.float64)
     coords["cre_line"] = np.asarray([g.split(";")[0] for g in coords.pop("genotype")], dtype=object)
     coords["cell_specimen_id"] = np.asarray([str(c) for s in sessions for c in s.cell_ids.tolist()], dtype=object)
     coords["file"] = np.asarray([s.path.name for s in sessions for _ in range(s.cell_ids.size)], dtype=object)
@@ -177,6 +180,14 @@ def read(paths: Sequence[Path | str], window: Sequence[float] | None = None) -> 
              "nwb_files": ", ".join(str(s.path) for s in sessions)}
     return Recording(responses=responses, stimulus_ids=[str(int(s)) for s in scenes], neuroid_ids=ids,
                      regions=coords["region"], has_trials=reps >= 2, neuroid_coords=coords, attrs=attrs, path=None)
+
+
+def _microns(text: str | None) -> float:
+    """``"175 microns"`` -> 175.0 (as AllenSDK's ``imaging_depth_um``); NaN when absent or unreadable."""
+    import re
+
+    m = re.match(r"\s*(-?\d+(?:\.\d+)?)", text or "")
+    return float(m.group(1)) if m else float("nan")
 
 
 def _span(scenes: np.ndarray) -> str:
