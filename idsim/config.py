@@ -278,9 +278,8 @@ def _targets(key: str, choices: dict[str, list], conf_dir: Path) -> list[tuple[t
             raise IdsimError(f"{key}: {parts[1]!r} is not among the sources ({', '.join(sorted(chosen))}); choose it"
                              f" with sources=[...,{parts[1]}]")
         return [(_system_class(parts[1], "sources"), key, leaf)]
-    if head == "target":
-        _need_depth(key, parts, 2)
-        return [(_system_class(t, "target"), key, leaf) for t in choices.get("target", [])]
+    if head == "target":  # target.<key>, or a key of a nested node: target.recording.trials
+        return [(_nested(_system_class(t, "target"), key, parts[1:-1]), key, leaf) for t in choices.get("target", [])]
     if head in ("metric", "dataset"):
         _need_depth(key, parts, 2)
         registry = schema.metric_options() if head == "metric" else schema.probe_set_options()
@@ -303,6 +302,23 @@ def _targets(key: str, choices: dict[str, list], conf_dir: Path) -> list[tuple[t
     close = difflib.get_close_matches(leaf, list(known), n=2, cutoff=0.6)
     hint = f" (did you mean {', '.join(known[c] for c in close)}?)" if close else ""
     raise IdsimError(f"unknown config key {key!r}{hint}; see python run.py --cfg job for every key")
+
+
+def _nested(cls: type, key: str, path: list[str]) -> type:
+    """The dataclass of the node ``path`` below ``cls`` (e.g. ``recording`` of a network target)."""
+    import typing
+
+    for name in path:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        sub = fields.get(name)
+        hints = typing.get_type_hints(cls) if sub is not None else {}
+        if sub is None or not dataclasses.is_dataclass(hints.get(name)):
+            from . import schema
+
+            schema.check_value(cls, key[: key.index(name) + len(name)], name, None)  # one line: unknown or not a node
+            raise IdsimError(f"unknown config key {key!r}: {name} is not a node; see python run.py --cfg job")
+        cls = hints[name]
+    return cls
 
 
 def _need_depth(key: str, parts: list[str], depth: int) -> None:

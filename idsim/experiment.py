@@ -1,8 +1,9 @@
 """One system-identification experiment: a target, a set of sources, a probe set, a metric.
 
 :func:`run_experiment` reads like the recipe it runs: validate the config, build the target and
-the sources and check everything that needs no forward pass, extract the target, then extract
-and score each source in turn (freed after), identify, write.
+the sources and check everything that needs no forward pass, extract the target (and its noise
+ceilings, when it is a recording), then extract and score each source in turn (freed after),
+identify, write.
 """
 from __future__ import annotations
 
@@ -62,11 +63,13 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
     out = _output_dir(out_dir)
     with RunWriter(out, _container(cfg), run.logger, name=f"{target.name}-{metric.name}", plots=run.plots) as writer:
         writer.config(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg)))
+        t_plan = metric.plan(systems.TARGET, run.unit_ratio, run.seed)
         with clock(f"extract:{target.label}"):
-            t_feats, _ = cached_features(target, probe, metric.plan(systems.TARGET, run.unit_ratio, run.seed),
-                                         run.extraction, cache)
+            t_feats, _ = cached_features(target, probe, t_plan, run.extraction, cache)
+            ceilings = target.ceilings(metric, t_plan, t_feats, probe, run.extraction)  # None for a network
         units = units_table(t_feats, run.unit_ratio)
         writer.target_units(units)
+        writer.ceilings(ceilings)
         log.info("target %s: %d layers, kept %d of %d units (unit_ratio %g; %d zero-variance units dropped)",
                  target.name, len(units), int(units["n_kept"].sum()), int(units["n_units"].sum()), run.unit_ratio,
                  int(units["n_constant"].sum()))
@@ -78,9 +81,13 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
             with clock(f"score:{source.label}"):
                 check_pair(s_feats, t_feats)
                 res = metric.score(s_feats, t_feats, seed=run.seed, device=device, resamples=resamples)
-                part = scores_table(layer_table(res, s_feats, t_feats), source, target, metric, probe, run.unit_ratio)
+                part = scores_table(layer_table(res, s_feats, t_feats), source, target, metric, probe, run.unit_ratio,
+                                    ceilings)
                 writer.add_scores(part)
                 boots[source.label] = res.boot
+                if res.boot is not None:  # each source's best score per target layer and resample (bootstrap.csv)
+                    writer.add_bootstrap(stats.best_per_resample(res.boot, t_feats.layer_names).assign(
+                        metric=metric.name, source=source.label, target=target.name, **source.columns()))
                 del s_feats, res
                 gc.collect()
             log.info("scored %s: best %.4f", source.label, part["score"].max())
@@ -108,7 +115,7 @@ def _prepare(cfg):
     target, sources = systems.build_all(run)
     for system in (target, *sources):
         system.prepare()
-    probe = run.dataset.build()
+    probe = systems.probe_set(target, run)  # a recording's own stimuli, else the dataset
     metric.check(len(probe))
     return run, metric, target, sources, probe, device
 

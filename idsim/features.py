@@ -188,39 +188,6 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
                 ram_left[0] -= st.data.nbytes
             return st
 
-        def tagged(layer: str) -> str:  # projections are seeded by the model's identity and the layer
-            return f"{getattr(model, 'identity', model.name)}/{layer}"
-
-        def make(layer: str, p: int) -> dict:
-            red = {}
-            sampled = sample_units(p, plan.unit_ratio, plan.seed, layer)
-            exact = exact_budget is None or n * sampled.size * 4 <= exact_budget
-            if plan.grams and exact:  # exact values of the sampled units
-                red["units"] = store(sampled, layer, p)
-            elif plan.grams:  # too wide for the exact budget: Grams from a sparse random projection
-                q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
-                if {"column", "raw"} & set(plan.grams):
-                    red["gram_proj"] = SparseProjection(n, p, q, plan.seed, tagged(layer), units=sampled, purpose="gram")
-                if "row" in plan.grams:
-                    red["row_proj"] = SparseProjection(n, p, q, plan.seed, tagged(layer), units=sampled, row_centre=True,
-                                                       purpose="gram")
-                red["stats"] = UnitStats(sampled)
-            if plan.units:  # target units for regression: a seeded candidate set in random order
-                order = layer_rng(plan.seed, layer, "regression-units").permutation(sampled)
-                if plan.max_units is not None:
-                    order = order[:min(order.size, 4 * plan.max_units)]  # enough to replace constant units
-                red["order"] = order
-                if "units" not in red or order.size < sampled.size:
-                    red["target_units"] = store(np.sort(order), layer + ".target", p)
-                    if "units" not in red and "stats" not in red:
-                        red["stats"] = UnitStats(sampled)
-            if plan.features:  # regression features: projected if wider than the projection
-                q = p if plan.project is None else jl_dim(n) if plan.project == "auto" else int(plan.project)
-                red["features"] = SparseProjection(n, p, q, plan.seed, tagged(layer)) if p > q else \
-                    store(np.arange(p), layer + ".features", p)
-            red["sampled"] = sampled
-            return red
-
         def hook_for(layer: str):
             def hook(_module, _inputs, out):
                 acts = _first_tensor(out).detach()
@@ -228,7 +195,8 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
                 calls[layer] = calls.get(layer, 0) + 1
                 if layer not in reducers:
                     sizes[layer] = acts.shape[1]
-                    reducers[layer] = make(layer, acts.shape[1])
+                    reducers[layer] = layer_reducers(layer, acts.shape[1], n, plan, store, exact_budget, gram_dim,
+                                                     tag=getattr(model, "identity", model.name))
                 elif acts.shape[1] != sizes[layer]:
                     raise IdsimError(f"{model.name} layer {layer!r} changed size between calls ({sizes[layer]} vs {acts.shape[1]})")
                 for r in reducers[layer].values():
@@ -261,6 +229,47 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
         net.to("cpu")
         torch.cuda.empty_cache()
     return features
+
+
+def layer_reducers(layer: str, p: int, n: int, plan: Plan, store, exact_budget: int | None = DEFAULT_EXACT_BUDGET,
+                   gram_dim: int | str = "auto", tag: str | None = None) -> dict:
+    """The reducers that keep what ``plan`` needs of a layer of ``p`` units over ``n`` images.
+
+    ``store(units, name, width)`` makes the :class:`UnitStore` of exact values (RAM or spilled).
+    ``tag``: the system's identity, which seeds its random projections together with the layer name
+    (so a target and a same-architecture source never share projection matrices).
+    Shared by network extraction and :func:`idsim.arrays.reduce_arrays` (recordings, baselines),
+    so a layer's numbers never depend on where its values came from.
+    """
+    red = {}
+    tagged = f"{tag}/{layer}" if tag else layer
+    sampled = sample_units(p, plan.unit_ratio, plan.seed, layer)
+    exact = exact_budget is None or n * sampled.size * 4 <= exact_budget
+    if plan.grams and exact:  # exact values of the sampled units
+        red["units"] = store(sampled, layer, p)
+    elif plan.grams:  # too wide for the exact budget: Grams from a sparse random projection
+        q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
+        if {"column", "raw"} & set(plan.grams):
+            red["gram_proj"] = SparseProjection(n, p, q, plan.seed, tagged, units=sampled, purpose="gram")
+        if "row" in plan.grams:
+            red["row_proj"] = SparseProjection(n, p, q, plan.seed, tagged, units=sampled, row_centre=True,
+                                               purpose="gram")
+        red["stats"] = UnitStats(sampled)
+    if plan.units:  # target units for regression: a seeded candidate set in random order
+        order = layer_rng(plan.seed, layer, "regression-units").permutation(sampled)
+        if plan.max_units is not None:
+            order = order[:min(order.size, 4 * plan.max_units)]  # enough to replace constant units
+        red["order"] = order
+        if "units" not in red or order.size < sampled.size:
+            red["target_units"] = store(np.sort(order), layer + ".target", p)
+            if "units" not in red and "stats" not in red:
+                red["stats"] = UnitStats(sampled)
+    if plan.features:  # regression features: projected if wider than the projection
+        q = p if plan.project is None else jl_dim(n) if plan.project == "auto" else int(plan.project)
+        red["features"] = SparseProjection(n, p, q, plan.seed, tagged) if p > q else \
+            store(np.arange(p), layer + ".features", p)
+    red["sampled"] = sampled
+    return red
 
 
 @contextlib.contextmanager

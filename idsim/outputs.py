@@ -1,6 +1,7 @@
 """Everything a run writes goes through one :class:`RunWriter`: CSVs, figures, the console summary, W&B.
 
 Files of a run folder (see the README's *Outputs*): ``config.yaml``, ``target_units.csv``,
+``ceilings.csv`` (recording targets), ``bootstrap.csv`` (with ``bootstrap=N``),
 ``scores.csv`` (rewritten after every source, so a failure keeps what was done),
 ``identifiability.csv``, ``best_scores.csv``, ``figures/*.png``, ``wandb/``.
 """
@@ -30,6 +31,7 @@ class RunWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         self.plots = plots
         self._parts: list[pd.DataFrame] = []
+        self._boot: list[pd.DataFrame] = []
         self._t0 = time.perf_counter()
         self.tracker = make_tracker(logger, self.out, dict(config), name=name)
 
@@ -54,12 +56,24 @@ class RunWriter:
         units.to_csv(self.out / "target_units.csv", index=False)
         self.tracker.log_table("target_units", units)
 
+    def ceilings(self, ceilings: pd.DataFrame | None) -> None:
+        """A recording target's per-region reliability and noise ceilings (``ceilings.csv``); None: nothing."""
+        if ceilings is None:
+            return
+        ceilings.to_csv(self.out / "ceilings.csv", index=False)
+        self.tracker.log_table("ceilings", ceilings)
+
     def add_scores(self, part: pd.DataFrame) -> pd.DataFrame:
         """Append one source's rows and rewrite ``scores.csv``; returns all rows so far."""
         self._parts.append(part)
         scores = pd.concat(self._parts, ignore_index=True)
         scores.to_csv(self.out / "scores.csv", index=False)
         return scores
+
+    def add_bootstrap(self, part: pd.DataFrame) -> None:
+        """Append one source's scores on stimulus resamples and rewrite ``bootstrap.csv``."""
+        self._boot.append(part)
+        pd.concat(self._boot, ignore_index=True).to_csv(self.out / "bootstrap.csv", index=False)
 
     @property
     def scores(self) -> pd.DataFrame:

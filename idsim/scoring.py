@@ -43,9 +43,19 @@ def layer_table(res: Any, source: FeatureSet, target: FeatureSet) -> pd.DataFram
     return pd.DataFrame(table)
 
 
-def scores_table(df: pd.DataFrame, source: Any, target: Any, metric: Any, probe: Any, unit_ratio: float) -> pd.DataFrame:
-    """``score_layers``' table with the run's context columns, in ``scores.csv`` order."""
+def scores_table(df: pd.DataFrame, source: Any, target: Any, metric: Any, probe: Any, unit_ratio: float,
+                 ceilings: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``score_layers``' table with the run's context columns, in ``scores.csv`` order.
+
+    ``ceilings`` (a recording target's, per target layer): adds ``ceiling`` and
+    ``normalized_score = score / ceiling``.
+    """
     df = df.copy()
+    if ceilings is not None:
+        ceiling = ceilings.set_index("target_layer")["ceiling"]
+        df["ceiling"] = df["target_layer"].map(ceiling).astype(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df["normalized_score"] = df["score"] / df["ceiling"]
     df["source"] = source.label
     df["target"] = target.name
     df["metric"] = metric.name

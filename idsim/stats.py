@@ -37,6 +37,15 @@ def resamples(n_images: int, n_resamples: int, seed: int) -> np.ndarray | None:
     return rng.integers(0, n_images, size=(n_resamples, n_images))
 
 
+def best_per_resample(boot: np.ndarray, target_layers: Sequence[str]) -> pd.DataFrame:
+    """One source's best score over its layers for each target layer and resample: ``bootstrap.csv``'s rows
+    (``resample``, ``target_layer``, ``target_layer_index``, ``score``), e.g. for CIs of max-over-layers scores."""
+    best = _best(boot)                                              # (B, n_target)
+    B, T = best.shape
+    return pd.DataFrame({"resample": np.repeat(np.arange(B), T), "target_layer": np.tile(np.asarray(target_layers), B),
+                         "target_layer_index": np.tile(np.arange(T), B), "score": best.ravel()})
+
+
 def _best(boot: np.ndarray) -> np.ndarray:
     """(B, n_target) best score over a source's layers on each resample (NaN where no layer has one)."""
     with warnings.catch_warnings():

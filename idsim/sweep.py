@@ -94,6 +94,7 @@ class SweepSummary:
     figures: dict[str, Path]
     analysis_error: str | None = None
     seeds: pd.DataFrame | None = None   # aggregation over a `seed` sweep (idsim.stats.over_seeds)
+    bootstrap: pd.DataFrame | None = None   # the jobs' bootstrap.csv (stats.bootstrap), for CIs over stimuli
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -129,7 +130,7 @@ def collect(sweep_dir: Path) -> SweepSummary:
     statuses = [read_status(d) or {} for d in dirs]
     pairs = [_override_pairs(st.get("overrides") or []) for st in statuses]
     swept = swept_keys(pairs)
-    rows, scores, idents = [], [], []
+    rows, scores, idents, boots = [], [], [], []
     for d, st, ov in zip(dirs, statuses, pairs):
         job = str(d.relative_to(sweep_dir))
         values = {k: ov.get(k) for k in swept}
@@ -143,7 +144,7 @@ def collect(sweep_dir: Path) -> SweepSummary:
                      "submitit_log": st.get("submitit_log"), "launch_id": st.get("launch_id")})
         if st.get("state") != "done":
             continue
-        for name, bucket in (("scores.csv", scores), ("identifiability.csv", idents)):
+        for name, bucket in (("scores.csv", scores), ("identifiability.csv", idents), ("bootstrap.csv", boots)):
             df = _read_csv(d / name)
             if df is not None:
                 bucket.append(_with_overrides(df, values, job))
@@ -151,7 +152,7 @@ def collect(sweep_dir: Path) -> SweepSummary:
     return SweepSummary(sweep_dir=sweep_dir, out_dir=sweep_dir / SUMMARY_DIR, jobs=jobs,
                         scores=pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(),
                         identifiability=pd.concat(idents, ignore_index=True) if idents else pd.DataFrame(),
-                        swept=swept, figures={})
+                        swept=swept, figures={}, bootstrap=pd.concat(boots, ignore_index=True) if boots else None)
 
 
 def summarize(sweep_dir: Path | str, logger: Mapping[str, Any] | None = None, plots: bool = True,

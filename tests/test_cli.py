@@ -174,7 +174,8 @@ def test_default_config(cli):
     assert cfg["dataset"]["name"] == "shapes"
     assert cfg["metric"]["name"] == "cka"
     assert cfg["unit_ratio"] == 1.0 and cfg["seed"] == 0
-    assert set(cfg["target"]) == {"name", "kind", "library", "weights", "seed", "layers"}
+    assert set(cfg["target"]) == {"name", "kind", "library", "weights", "seed", "layers", "recording"}
+    assert cfg["target"]["recording"]["trials"] == 1 and cfg["target"]["recording"]["noise"] == "none"  # ideal
     assert cfg["extraction"]["batch_size"] == 32 and cfg["logger"]["kind"] == "wandb"
 
 

@@ -1,6 +1,8 @@
 """Targets and sources: built from their configs by one factory, whatever their kind.
 
-Kinds (one module each): ``network`` (any torchvision or timm model). Each kind module declares
+Kinds (one module each): ``network`` (any torchvision or timm model; as the target, optionally
+seen through a simulated recording), ``recording`` (a netCDF recording or Allen NWB files, as the
+target), ``baseline`` (hand-made features as sources: Gabor, GIST, random Fourier features, pixels). Each kind module declares
 ``config_class(name, role)`` (the config dataclass of a name it serves, or None) and
 ``build(config, label, role, run)`` (a :class:`~idsim.systems.base.System`). Hydra's config source
 (``hydra_plugins/idsim_source``) asks :func:`config_class` for ``target=<name>`` and
@@ -14,7 +16,7 @@ from typing import Any
 from .base import SOURCE, TARGET, System
 
 #: kind -> module (imported on first use); the first kind that serves a name wins
-KINDS: dict[str, str] = {"network": ".network"}
+KINDS: dict[str, str] = {"network": ".network", "recording": ".recording", "baseline": ".baseline"}
 
 
 def _module(kind: str):
@@ -47,4 +49,16 @@ def build_all(run: Any) -> tuple[System, list[System]]:
     return target, sources
 
 
-__all__ = ["System", "TARGET", "SOURCE", "KINDS", "config_class", "build", "build_all"]
+def probe_set(target: System, run: Any):
+    """The probe images of a run: the target's own (a recording's stimuli), else the run's ``dataset``."""
+    own = target.stimuli()
+    if own is not None:
+        import logging
+
+        logging.getLogger("idsim").info("probe set: the %d stimuli of %s (dataset=%s is not used)", len(own),
+                                        target.label, run.dataset.name)
+        return own
+    return run.dataset.build()
+
+
+__all__ = ["System", "probe_set", "TARGET", "SOURCE", "KINDS", "config_class", "build", "build_all"]

@@ -2,7 +2,8 @@
 
 A :class:`System` is built from its config by :func:`idsim.systems.build` (one factory for every
 kind: a network today; a recording or a non-neural baseline are other kinds). The run loop only
-calls what is declared here, so it never knows which kind it holds.
+calls what is declared here, so it never knows which kind it holds: a recording brings its own
+stimuli (:meth:`System.stimuli`) and noise ceilings (:meth:`System.ceilings`), a network neither.
 """
 from __future__ import annotations
 
@@ -48,6 +49,19 @@ class System(ABC):
     @abstractmethod
     def extract(self, probe, plan: Plan, settings: ExtractionConfig) -> FeatureSet:
         """Responses on ``probe`` reduced as ``plan`` says."""
+
+    def stimuli(self):
+        """The probe images this system brings (a recording's stimuli), or None: the run's ``dataset``."""
+        return None
+
+    def ceilings(self, metric, plan: Plan, features: FeatureSet, probe, settings: ExtractionConfig):
+        """Per-layer noise ceilings for ``metric``, or None (networks: no noise).
+
+        A DataFrame with one row per layer of ``features``: ``target_layer``, ``ceiling`` and what
+        documents it (neuroid counts, reliabilities, the convention); written to ``ceilings.csv``,
+        and ``ceiling`` and ``normalized_score`` join ``scores.csv``.
+        """
+        return None
 
     def columns(self) -> dict[str, Any]:
         """Columns this system adds to ``scores.csv`` rows (as a source), e.g. its weights and seed."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,22 @@ from ..featureset import FeatureSet, Plan
 from ..model_names import is_model, resolve_library
 from ..schema import ExtractionConfig, NetworkConfig
 from .base import SOURCE, TARGET, System
+from .recording import SimulatedRecordingConfig
 
 log = logging.getLogger("idsim")
 
 
+@dataclass
+class NetworkTargetConfig(NetworkConfig):
+    """A network as the target: itself (``recording`` left at its defaults) or seen through a simulated recording."""
+
+    recording: SimulatedRecordingConfig = field(default_factory=SimulatedRecordingConfig)
+
+
 def config_class(name: str, role: str) -> type | None:
-    return NetworkConfig if is_model(name) else None
+    if not is_model(name):
+        return None
+    return NetworkTargetConfig if role == TARGET else NetworkConfig
 
 
 def _resolved(name: str, library: str, weights: str) -> str:
@@ -32,7 +43,17 @@ def _resolved(name: str, library: str, weights: str) -> str:
     return weights if weights == "random" else str(Path(weights).expanduser().resolve())
 
 
-def build(config: NetworkConfig, label: str, role: str, run: Any) -> "NetworkSystem":
+def build(config: NetworkConfig, label: str, role: str, run: Any) -> System:
+    system = _network(config, label, role, run)
+    sim = getattr(config, "recording", None)
+    if role == TARGET and sim is not None and not sim.ideal:
+        from .recording import SimulatedRecordingSystem
+
+        return SimulatedRecordingSystem(system, sim, run)
+    return system
+
+
+def _network(config: NetworkConfig, label: str, role: str, run: Any) -> "NetworkSystem":
     library = resolve_library(config.name, config.library)
     seed = config.seed if config.seed is not None else (run.seed if role == TARGET else run.seed + 1)
     weights = _resolved(config.name, library, config.weights)
@@ -43,7 +64,7 @@ def build(config: NetworkConfig, label: str, role: str, run: Any) -> "NetworkSys
         t_weights = _resolved(target.name, library, target.weights)
         if run.identical_weights:
             seed, weights = t_seed, t_weights
-        elif weights == t_weights and (weights != "random" or seed == t_seed):
+        elif weights == t_weights and weights != "random":  # random: the seeds differ unless the user set them so
             weights = _independent(config.name, library, label, t_weights)
     return NetworkSystem(config, label, role, library=library, weights=weights, seed=seed,
                          preprocess=getattr(run, "preprocess", "shared"))
