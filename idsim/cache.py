@@ -12,7 +12,8 @@ hash of everything that changes those numbers:
 - the probe set's identity (generator parameters or a digest of its files) and image count;
 - the extraction plan (which reductions, unit ratio and its seed, projection sizes and seed,
   the exact-value budget that decides exact versus projected Grams);
-- the device type (CPU and CUDA kernels differ in the last bits), and the versions of torch,
+- the device type (CPU and CUDA kernels differ in the last bits) and the batch size (batched
+  kernels round differently: a run's bytes must not depend on what ran before), and the versions of torch,
   torchvision, timm, numpy and of idsim's own reductions (:data:`FORMAT`).
 
 Entries are directories ``<cache dir>/features/<key[:2]>/<key>/`` holding ``arrays.npz`` and
@@ -202,7 +203,7 @@ def cached_features(system, probe, plan: Plan, settings, root: Path | str | None
     """(features, hit): ``system``'s features on ``probe`` from the cache under ``root``, or extracted and stored.
 
     ``settings`` (an :class:`~idsim.schema.ExtractionConfig`) adds what changes the numbers beyond the
-    plan: the exact-value budget and projection size, and the device type.
+    plan: the exact-value budget and projection size, the device type and the batch size.
     """
     def compute() -> FeatureSet:
         return system.extract(probe, plan, settings)
@@ -213,7 +214,9 @@ def cached_features(system, probe, plan: Plan, settings, root: Path | str | None
 
     key, desc = make_key(system.identity(), {"name": probe.name, "n_images": len(probe), **probe.identity()}, plan,
                          {"exact_max_mb": settings.exact_max_mb, "gram_dim": settings.gram_dim,
-                          "device": resolve_device(settings.device).type})
+                          "device": resolve_device(settings.device).type,
+                          # batched kernels round differently (up to ~1e-7): same command, same bytes
+                          "batch_size": settings.batch_size})
     feats, hit = FeatureCache(root).get_or_compute(key, desc, compute)
     if hit:
         log.info("%s: features from the cache (%s)", system.label, key[:12])

@@ -23,6 +23,7 @@ from .errors import IdsimError
 from .featureset import FeatureSet, LayerData, Plan
 from .gram import pattern_gram
 from .models import Model
+from .procs import run_folder
 from .reduce import DEFAULT_RAM_BUDGET, SparseProjection, UnitStats, UnitStore, jl_dim, layer_rng, sample_units
 
 DEFAULT_EXACT_BUDGET = 1024 * 2**20  # bytes of exact values per layer; wider layers are projected for Grams
@@ -109,7 +110,8 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
     state = {"stop_after_all": False, "fired": set()}
 
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idsim-", dir=scratch)))
+        # spilled values live in this process's scratch folder (idsim.procs: swept if the process is SIGKILLed)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="extract-", dir=run_folder(scratch))))
 
         ram_left = [ram_budget]  # exact values kept in RAM, over all layers; the rest is spilled to scratch
 

@@ -54,7 +54,7 @@ def _same(a: FeatureSet, b: FeatureSet) -> bool:
 BASE = dict(model=network_identity("alexnet"),
             probe={"name": "shapes", "seed": 0, "size": 256, "n_images": 12},
             plan=Plan(grams=("column",), unit_ratio=1.0, seed=0),
-            settings={"exact_max_mb": 1024, "gram_dim": "auto", "device": "cpu"})
+            settings={"exact_max_mb": 1024, "gram_dim": "auto", "device": "cpu", "batch_size": 6})
 
 
 def _key(**change):
@@ -87,6 +87,7 @@ def test_every_part_of_the_key_matters(tmp_path, monkeypatch):
         dict(settings={**BASE["settings"], "exact_max_mb": 1}),
         dict(settings={**BASE["settings"], "gram_dim": 512}),
         dict(settings={**BASE["settings"], "device": "cuda"}),
+        dict(settings={**BASE["settings"], "batch_size": 4}),
     ]
     keys = [_key(**v) for v in variants]
     assert base not in keys and len(set(keys)) == len(keys)
@@ -244,4 +245,23 @@ def test_spilled_layers_give_the_same_reductions_as_in_ram(tmp_path):
         ram = extract(model, probe, plan, **kw)
         disk = extract(model, probe, plan, ram_budget=0, scratch=tmp_path, **kw)
         assert _same(ram, disk)
-    assert not list(tmp_path.glob("idsim-*"))  # scratch files are removed
+    folders = list(tmp_path.glob("idsim-scratch-*"))  # this process's scratch folder (removed at exit) ...
+    assert len(folders) == 1 and not any(folders[0].iterdir())  # ... holds no files once extraction ends
+
+
+def test_same_command_same_bytes_whatever_ran_before(compose_cfg, tmp_path):
+    """Batch size changes the last bits of the features, so it is part of the key: a run with batch 6
+    gives the same scores.csv whether a batch-4 run filled the cache before it or not."""
+    import idsim.experiment as exp
+
+    base = ["target=resnet18", "sources=[resnet18]", "target.layers=[layer1,layer2]", "dataset.n_images=8",
+            "sources.resnet18.layers=[layer1.0,layer2.1]", *TINY]
+    commands = {b: [*base, f"extraction.batch_size={b}"] for b in (6, 4)}
+    out = {}
+    for order in ((6, 4), (4, 6)):
+        cache = f"cache.dir={tmp_path / ('cache-' + '-'.join(map(str, order)))}"
+        for b in order:
+            folder = tmp_path / f"{'-'.join(map(str, order))}-batch{b}"
+            exp.run_experiment(compose_cfg([*commands[b], cache]), folder)
+            out[order, b] = (folder / "scores.csv").read_bytes()
+    assert out[(6, 4), 6] == out[(4, 6), 6] and out[(6, 4), 4] == out[(4, 6), 4]
