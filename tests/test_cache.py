@@ -254,8 +254,8 @@ def test_same_command_same_bytes_whatever_ran_before(compose_cfg, tmp_path):
     gives the same scores.csv whether a batch-4 run filled the cache before it or not."""
     import idsim.experiment as exp
 
-    base = ["target=resnet18", "sources=[resnet18]", "target.layers=[layer1,layer2]", "dataset.n_images=8",
-            "sources.resnet18.layers=[layer1.0,layer2.1]", *TINY]
+    base = ["target=resnet18", "sources=[resnet18]", "target.layers=[layer1,layer2]",
+            "sources.resnet18.layers=[layer1.0,layer2.1]", *TINY, "dataset.n_images=8"]  # the last value wins
     commands = {b: [*base, f"extraction.batch_size={b}"] for b in (6, 4)}
     out = {}
     for order in ((6, 4), (4, 6)):
