@@ -18,8 +18,8 @@ class IdsimError(Exception):
         super().__init__(message)
 
 
-def report(error: BaseException) -> None:
-    """Print the one line a user sees for an :class:`IdsimError`."""
+def report(error: BaseException | str) -> None:
+    """Print the one line a user sees for an :class:`IdsimError` (or a message)."""
     print(f"idsim: error: {error}", file=sys.stderr)
 
 

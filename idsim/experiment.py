@@ -54,7 +54,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
         writer.config(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg)))
         t_feats, _ = cached_features(target, probe, metric.plan(systems.TARGET, run.unit_ratio, run.seed),
                                      run.extraction, cache)
-        units = units_table(t_feats, run.unit_ratio)
+        units = units_table(t_feats, run.unit_ratio, len(probe.unreadable))
         writer.target_units(units)
         log.info("target %s: %d layers, kept %d of %d units (unit_ratio %g; %d zero-variance units dropped)",
                  target.name, len(units), int(units["n_kept"].sum()), int(units["n_units"].sum()), run.unit_ratio,
