@@ -58,6 +58,8 @@ class NetworkSystem(System):
         from .. import models
         from ..layers import default_layers
 
+        if self.weights == "imagenet":  # cached, or downloadable now: else one line at once
+            models.check_pretrained(self.name, self.library)
         module = models.meta_module(self.name, self.library)
         if module is None:  # cannot be built weightless: layers are resolved (and checked) on the real network
             return
