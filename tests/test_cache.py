@@ -249,6 +249,7 @@ def test_spilled_layers_give_the_same_reductions_as_in_ram(tmp_path):
     assert len(folders) == 1 and not any(folders[0].iterdir())  # ... holds no files once extraction ends
 
 
+@pytest.mark.slow
 def test_same_command_same_bytes_whatever_ran_before(compose_cfg, tmp_path):
     """Batch size changes the last bits of the features, so it is part of the key: a run with batch 6
     gives the same scores.csv whether a batch-4 run filled the cache before it or not."""
