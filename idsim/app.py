@@ -1,9 +1,13 @@
 """The command-line application behind ``run.py`` (Hydra).
 
-:func:`task` runs one job and keeps its ``status.json`` (see :mod:`idsim.jobs`); in a sweep it
-skips a job that already finished with the same config, and a failed job re-raises as one line.
-:func:`launch` checks the command line, runs Hydra, and when a sweep had failed jobs still writes
-the sweep summary and names the failures before exiting with status 1.
+:func:`task` runs one job under its folder's lock and keeps its ``status.json`` (see
+:mod:`idsim.jobs`); in a sweep it skips a job that already finished with the same inputs, or
+that runs elsewhere, and a failed job re-raises as one line. A user error is one console line
+naming the log that holds its traceback; a signal (SIGTERM, SIGINT, SLURM's pre-timeout signal)
+is recorded as ``failed`` (``killed``/``timeout``). :func:`launch` checks the command line, runs
+Hydra, and when a sweep had failed jobs still writes the sweep summary and names the failures
+before exiting with status 1; a launcher that gave up (SLURM jobs that can never start) is one line
+and status 1.
 
 Submitit pickles the task function (with this module's globals by reference) to run it on
 another machine: nothing here may hold locks, open files or CUDA handles at module level.
@@ -19,7 +23,7 @@ from omegaconf import DictConfig
 
 from . import jobs, schema
 from .config import check_overrides
-from .errors import IdsimError, report
+from .errors import IdsimError, LaunchAborted, report
 
 log = logging.getLogger("idsim")
 
@@ -106,6 +110,9 @@ def launch(main, argv: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         main()
+    except LaunchAborted as e:  # the launcher gave up before any job ran (SLURM jobs that can never start)
+        report(e)
+        sys.exit(1)
     except jobs.Killed as e:  # a sweep's job in this process was stopped by a signal: so is the sweep
         from . import sweep
 

@@ -400,3 +400,65 @@ def test_scratch_folders_are_per_process_and_dead_ones_swept(tmp_path):
     mine = procs.run_folder(tmp_path)
     assert re.fullmatch(rf"{procs.SCRATCH_PREFIX}.+-{os.getpid()}-\d+", mine.name)
     assert not gone.exists() and other_host.exists() and mine.is_dir()
+
+
+# --------------------------------------------------------------------------- SLURM jobs that can never start
+
+
+class FakeSlurm:
+    """Answers the SLURM commands idsim.slurm runs, from canned outputs; records scancel."""
+
+    def __init__(self, squeue: list[str], nodes: str = "node1\n"):
+        self.squeue, self.nodes, self.cancelled = list(squeue), nodes, []
+
+    def __call__(self, cmd, timeout=15):
+        if cmd[0] == "squeue":
+            return self.squeue.pop(0) if len(self.squeue) > 1 else self.squeue[0]
+        if cmd[0] == "scancel":
+            self.cancelled.append(cmd[1])
+            return ""
+        if cmd[:2] == ["sinfo", "-h"] and "-N" in cmd:
+            return self.nodes
+        if cmd[0] == "sinfo":
+            return "1|2|21000|(null)|(null)\n"
+        if cmd[:3] == ["scontrol", "show", "partition"]:
+            return "PartitionName=debug MaxNodes=UNLIMITED MaxTime=UNLIMITED MaxCPUsPerNode=UNLIMITED TotalCPUs=2\n"
+        if cmd[:3] == ["scontrol", "show", "hostnames"]:
+            return cmd[3].replace(",", "\n")
+        return None
+
+
+def test_a_pending_job_that_can_never_start_is_cancelled_with_one_line():
+    from idsim.errors import LaunchAborted
+    from idsim.slurm import watch
+
+    fake = FakeSlurm(["12_[0-1]|PENDING|debug|None|(None)\n",
+                      "12_[0-1]|PENDING|debug|PartitionConfig|(PartitionConfig)\n"])
+    with pytest.raises(LaunchAborted) as e:
+        watch("12", {"cpus_per_task": 64, "mem_gb": 2, "timeout_min": 15}, run=fake, sleep=lambda s: None)
+    msg = str(e.value)
+    assert fake.cancelled == ["12"] and "\n" not in msg
+    for words in ("reason PartitionConfig", "cpus_per_task=64", "mem_gb=2 GB", "partition debug", "at most 2 CPUs",
+                  "21000 MB", "no GPUs", "scancel 12"):
+        assert words in msg, (words, msg)
+
+
+@pytest.mark.parametrize("squeue, nodes, stuck", [
+    (["5|PENDING|debug|Resources|(Resources)\n", ""], "node1\n", False),  # waits for resources, then starts
+    (["5|PENDING|debug|ReqNodeNotAvail|(ReqNodeNotAvail, UnavailableNodes:node1)\n", ""], "node1\n", False),  # down
+    (["5|PENDING|debug|ReqNodeNotAvail|(ReqNodeNotAvail, UnavailableNodes:gpu9)\n"], "node1\n", True),  # no such node
+    (["5|PENDING|debug|BadConstraints|(BadConstraints)\n"], "node1\n", True),
+    (["5|RUNNING|debug|None|node1\n", ""], "node1\n", False),
+], ids=["resources", "node-down", "node-absent", "bad-constraints", "running"])
+def test_only_reasons_that_waiting_cannot_change_cancel(squeue, nodes, stuck):
+    from idsim.errors import LaunchAborted
+    from idsim.slurm import watch
+
+    fake = FakeSlurm(squeue, nodes)
+    if stuck:
+        with pytest.raises(LaunchAborted):
+            watch("5", {"cpus_per_task": 1}, run=fake, sleep=lambda s: None)
+        assert fake.cancelled == ["5"]
+    else:
+        watch("5", {"cpus_per_task": 1}, run=fake, sleep=lambda s: None)
+        assert fake.cancelled == []
