@@ -200,6 +200,18 @@ def test_liveness_of_recorded_processes(tmp_path):
     assert (st["state"], st["reason"]) == ("failed", "killed") and _status(tmp_path)["state"] == "failed"
 
 
+def test_a_running_slurm_job_is_dead_once_squeue_says_it_ended(tmp_path, monkeypatch):
+    st = {"state": "running", "host": "node17", "pid": 4242, "slurm_job_id": "77"}
+    states = {"77": "RUNNING"}
+    monkeypatch.setattr(procs, "slurm_state", lambda job_id, timeout=10: states.get(job_id))
+    assert jobs.reconcile(tmp_path, dict(st))["state"] == "running"
+    states["77"] = "TIMEOUT"
+    after = jobs.reconcile(tmp_path, dict(st))
+    assert (after["state"], after["reason"]) == ("failed", "timeout") and "SLURM job 77 is timeout" in after["error"]
+    states["77"] = "ENDED"  # squeue has forgotten it
+    assert jobs.reconcile(tmp_path, dict(st))["reason"] == "killed"
+
+
 # --------------------------------------------------------------------------- re-launched sweeps, reused folders
 
 
