@@ -12,7 +12,8 @@ hash of everything that changes those numbers:
 - the probe set's identity (generator parameters or a digest of its files) and image count;
 - the extraction plan (which reductions, unit ratio and its seed, projection sizes and seed,
   the exact-value budget that decides exact versus projected Grams);
-- the device type (CPU and CUDA kernels differ in the last bits), and the versions of torch,
+- the device type (CPU and CUDA kernels differ in the last bits) and the batch size (batched
+  kernels round differently: a run's bytes must not depend on what ran before), and the versions of torch,
   torchvision, timm, numpy and of idsim's own reductions (:data:`FORMAT`).
 
 Entries are directories ``<cache dir>/features/<key[:2]>/<key>/`` holding ``arrays.npz`` and
@@ -164,19 +165,44 @@ class FeatureCache:
             raise
 
     def get_or_compute(self, key: str, desc: dict, compute: Callable[[], FeatureSet]) -> tuple[FeatureSet, bool]:
-        """(features, hit): the cached entry, or ``compute()`` stored under ``key``."""
+        """(features, hit): the cached entry, or ``compute()`` stored under ``key``.
+
+        One process fills an entry while the others that need it wait on its lock (a ``flock``,
+        released by the kernel however the holder dies) and then read it: the jobs of a sweep that
+        start together extract each entry once. The lock lives beside the entry, so it works
+        wherever the cache folder is shared (a cluster's shared file system included).
+        """
         hit = self.get(key)
         if hit is not None:
             return hit, True
+        from filelock import FileLock, Timeout
+
+        folder = self.path(key).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / f".{key}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another job to extract feature-cache entry %s", key[:12])
+            lock.acquire()
+        try:
+            hit = self.get(key)  # filled while we waited
+            if hit is not None:
+                return hit, True
+            return self._compute_and_put(key, desc, compute), False
+        finally:
+            lock.release()
+
+    def _compute_and_put(self, key: str, desc: dict, compute: Callable[[], FeatureSet]) -> FeatureSet:
         features = compute()
         if not any(d.grams or d.features is not None or d.units is not None for d in features.layers.values()):
             log.warning("features of %s hold no arrays: not cached", features.model)
-            return features, False
+            return features
         try:
             self.put(key, features, desc)
         except OSError as e:  # a full or read-only disk must not lose the computed features
             log.warning("could not write the feature cache under %s (%s); continuing without it", self.root, e)
-        return features, False
+        return features
 
     def _discard(self, path: Path) -> None:
         trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
@@ -202,7 +228,7 @@ def cached_features(system, probe, plan: Plan, settings, root: Path | str | None
     """(features, hit): ``system``'s features on ``probe`` from the cache under ``root``, or extracted and stored.
 
     ``settings`` (an :class:`~idsim.schema.ExtractionConfig`) adds what changes the numbers beyond the
-    plan: the exact-value budget and projection size, and the device type.
+    plan: the exact-value budget and projection size, the device type and the batch size.
     """
     def compute() -> FeatureSet:
         return system.extract(probe, plan, settings)
@@ -213,8 +239,9 @@ def cached_features(system, probe, plan: Plan, settings, root: Path | str | None
 
     key, desc = make_key(system.identity(), {"name": probe.name, "n_images": len(probe), **probe.identity()}, plan,
                          {"exact_max_mb": settings.exact_max_mb, "gram_dim": settings.gram_dim,
-                          "device": resolve_device(settings.device).type})
+                          "device": resolve_device(settings.device).type,
+                          # batched kernels round differently (up to ~1e-7): same command, same bytes
+                          "batch_size": settings.batch_size, "precision": settings.precision})
     feats, hit = FeatureCache(root).get_or_compute(key, desc, compute)
-    if hit:
-        log.info("%s: features from the cache (%s)", system.label, key[:12])
+    log.info("%s: features %s (%s)", system.label, "from the cache" if hit else "extracted", key[:12])
     return feats, hit

@@ -18,8 +18,19 @@ class IdsimError(Exception):
         super().__init__(message)
 
 
-def report(error: BaseException) -> None:
-    """Print the one line a user sees for an :class:`IdsimError`."""
+class LaunchAborted(BaseException):
+    """A launcher gave up before any job ran (e.g. SLURM jobs that can never start), in one line.
+
+    A BaseException so that Hydra's error printing does not catch it: ``idsim.app.launch`` prints
+    the line and exits with status 1.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def report(error: BaseException | str) -> None:
+    """Print the one line a user sees for an :class:`IdsimError` (or a message)."""
     print(f"idsim: error: {error}", file=sys.stderr)
 
 

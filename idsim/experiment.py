@@ -67,7 +67,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
         with clock(f"extract:{target.label}"):
             t_feats, _ = cached_features(target, probe, t_plan, run.extraction, cache)
             ceilings = target.ceilings(metric, t_plan, t_feats, probe, run.extraction)  # None for a network
-        units = units_table(t_feats, run.unit_ratio)
+        units = units_table(t_feats, run.unit_ratio, len(getattr(probe, "unreadable", ())))
         writer.target_units(units)
         writer.ceilings(ceilings)
         log.info("target %s: %d layers, kept %d of %d units (unit_ratio %g; %d zero-variance units dropped)",

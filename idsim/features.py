@@ -24,7 +24,9 @@ from .errors import IdsimError
 from .featureset import FeatureSet, LayerData, Plan
 from .gram import pattern_gram
 from .models import Model
-from .reduce import DEFAULT_RAM_BUDGET, SparseProjection, UnitStats, UnitStore, jl_dim, layer_rng, sample_units
+from .procs import run_folder
+from .reduce import (DEFAULT_RAM_BUDGET, SparseProjection, UnitStats, UnitStore, jl_dim, layer_rng, sample_units,
+                     to_numpy)
 
 DEFAULT_EXACT_BUDGET = 1024 * 2**20  # bytes of exact values per layer; wider layers are projected for Grams
 
@@ -153,7 +155,7 @@ def iter_batches(model: Model, probe: ProbeSet, batch_size: int, device: torch.d
 def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str] | None = None, batch_size: int = 32,
             device: str | torch.device = "auto", progress: bool = True, scratch: Path | str | None = None,
             ram_budget: int = DEFAULT_RAM_BUDGET, num_workers: int = 0, exact_budget: int | None = DEFAULT_EXACT_BUDGET,
-            gram_dim: int | str = "auto") -> FeatureSet:
+            gram_dim: int | str = "auto", precision: str = "float32") -> FeatureSet:
     """Run ``model`` over ``probe`` and reduce each layer's output as ``plan`` says.
 
     Layers whose sampled units would take more than ``exact_budget`` bytes (float32, all images)
@@ -161,7 +163,8 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
     (``"auto"``: Johnson-Lindenstrauss bound at eps 0.1) instead of the exact values; below it the
     exact values are kept: in RAM while all layers together take at most ``ram_budget`` bytes,
     in memory-mapped files in ``scratch`` beyond (their pages are released as they are written).
-    ``exact_budget=None`` keeps every layer exact.
+    ``exact_budget=None`` keeps every layer exact. ``precision`` (``float16``/``bfloat16``) runs the
+    forward passes in half precision; every reduction is still done in float32 or better.
     """
     layers = model.resolve_layers(layers)
     n = len(probe)
@@ -170,7 +173,8 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
     if batch_size < 1:
         raise IdsimError(f"batch_size must be a positive integer, got {batch_size}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    net = model.module.to(dev)
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[precision]
+    net = model.module.to(dev, dtype)
     modules = dict(net.named_modules())
     reducers: dict[str, dict] = {}
     sizes: dict[str, int] = {}
@@ -178,13 +182,19 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
     state = {"stop_after_all": False, "fired": set()}
 
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idsim-", dir=scratch)))
+        # spilled values live in this process's scratch folder (idsim.procs: swept if the process is SIGKILLed)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="extract-", dir=run_folder(scratch))))
 
         ram_left = [ram_budget]  # exact values kept in RAM, over all layers; the rest is spilled to scratch
+        # on a GPU, exact values stay there (half of its free memory at the start), so no batch goes to the host
+        device_left = [torch.cuda.mem_get_info(dev)[0] // 2 if dev.type == "cuda" else 0]
 
         def store(units: np.ndarray, name: str, width: int) -> UnitStore:
-            st = UnitStore(n, units, scratch=tmp, ram_budget=ram_left[0], name=name, n_features=width)
-            if st.path is None:
+            st = UnitStore(n, units, scratch=tmp, ram_budget=ram_left[0], name=name, n_features=width, device=dev,
+                           device_budget=device_left[0])
+            if isinstance(st.data, torch.Tensor):
+                device_left[0] -= st.data.numel() * 4
+            elif st.path is None:
                 ram_left[0] -= st.data.nbytes
             return st
 
@@ -214,7 +224,7 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
             for i, (rows, x) in enumerate(iter_batches(model, probe, batch_size, dev, num_workers, scratch)):
                 state["rows"], state["fired"] = rows, set()
                 try:
-                    net(x)
+                    net(x if dtype == torch.float32 else x.to(dtype))
                 except _StopForward:
                     pass
                 if i == 0:
@@ -225,6 +235,8 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
         features = FeatureSet(model=model.name, n_images=n)
         for layer in layers:
             features.layers[layer] = _finalize(layer, sizes[layer], reducers.pop(layer), plan)
+    if dtype != torch.float32:
+        net.to(torch.float32)
     if dev.type == "cuda":
         net.to("cpu")
         torch.cuda.empty_cache()
@@ -296,7 +308,7 @@ def _finalize(layer: str, p: int, red: dict, plan: Plan) -> LayerData:
     try:
         feats = red.get("features")
         if feats is not None:
-            data.features = np.array(feats.data)
+            data.features = to_numpy(feats.data).copy()
             data.projected = isinstance(feats, SparseProjection)
         store: UnitStore | None = red.get("units")
         stats = store if store is not None else red.get("stats")
@@ -326,7 +338,7 @@ def _finalize(layer: str, p: int, red: dict, plan: Plan) -> LayerData:
             if plan.max_units is not None:
                 chosen = chosen[:plan.max_units]
             chosen = np.sort(chosen)
-            data.units = np.asarray(src.data[:, np.searchsorted(src.units, chosen)], dtype=np.float32)
+            data.units = np.asarray(to_numpy(src.data[:, np.searchsorted(src.units, chosen)]), dtype=np.float32)
             data.unit_index = chosen
         return data
     finally:

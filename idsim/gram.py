@@ -45,6 +45,8 @@ def pattern_gram(data, kind: str = "column", mean: np.ndarray | None = None, col
     """
     if kind not in KINDS:
         raise ValueError(f"unknown Gram kind {kind!r}; valid: {', '.join(KINDS)}")
+    if hasattr(data, "detach") and data.device.type != "cpu":  # values kept on the GPU: the Gram is formed there
+        return _device_gram(data, kind, mean, columns, chunk_bytes)
     if hasattr(data, "detach"):
         data = data.detach().cpu().numpy()
     if not isinstance(data, np.ndarray):
@@ -88,6 +90,32 @@ def pattern_gram(data, kind: str = "column", mean: np.ndarray | None = None, col
         gram = dsyrk(1.0, b.T, beta=1.0, c=gram, trans=1, lower=0, overwrite_c=1)
     upper = np.triu(gram)
     return np.ascontiguousarray(upper + np.triu(gram, 1).T)
+
+
+def _device_gram(data, kind: str, mean, columns, chunk_bytes: int) -> np.ndarray:
+    """:func:`pattern_gram` of a tensor on a GPU, in float64 there (the same centring, in column chunks)."""
+    import torch
+
+    n, p = data.shape
+    cols = torch.arange(p, device=data.device) if columns is None else torch.as_tensor(columns, device=data.device)
+    step = max(1, chunk_bytes // (8 * max(n, 1)))
+    chunks = [cols[c:c + step] for c in range(0, cols.numel(), step)]
+    if kind == "column":
+        mu = (torch.cat([data.index_select(1, c).to(torch.float64).mean(0) for c in chunks]) if mean is None
+              else torch.as_tensor(mean, dtype=torch.float64, device=data.device)[cols])
+    elif kind == "row":
+        rows = sum(data.index_select(1, c).to(torch.float64).sum(1) for c in chunks) / max(cols.numel(), 1)
+    gram = torch.zeros((n, n), dtype=torch.float64, device=data.device)
+    offset = 0
+    for c in chunks:
+        b = data.index_select(1, c).to(torch.float64)
+        if kind == "column":
+            b -= mu[offset:offset + c.numel()]
+        elif kind == "row":
+            b -= rows[:, None]
+        offset += c.numel()
+        gram.addmm_(b, b.T)
+    return gram.cpu().numpy()
 
 
 def centred_gram(X) -> np.ndarray:

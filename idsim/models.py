@@ -12,6 +12,7 @@ Weights:
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -273,6 +274,91 @@ def _offline_hint(name: str, library: str) -> str:
     )
 
 
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether ``url``'s host accepts a TCP connection within ``timeout`` seconds (name lookup included)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((u.hostname, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=connect, daemon=True)  # a hanging name lookup cannot hold the run
+    t.start()
+    t.join(timeout + 1)
+    return bool(ok)
+
+
+def pretrained_cached(name: str, library: str, tag: str | None = None) -> tuple[bool, str | None]:
+    """(whether the library's ImageNet weights of ``name`` (set ``tag``, default the library's) are in its local
+    cache, the URL they come from)."""
+    if library == "torchvision":
+        import torchvision
+
+        try:
+            enum = torchvision.models.get_model_weights(name)
+            url = (enum[tag] if tag else enum.DEFAULT).url
+        except Exception:  # no published weights
+            return False, None
+        return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).is_file(), url
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(f"{name}.{tag}" if tag else name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        return False, None
+    if cfg.file:
+        return Path(cfg.file).is_file(), None
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        for fname in filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
+            if isinstance(try_to_load_from_cache(repo, fname, revision=revision or None), str):
+                return True, constants.ENDPOINT
+        return False, constants.ENDPOINT
+    return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)).is_file(), cfg.url
+
+
+def check_pretrained(name: str, library: str, tag: str | None = None) -> bool:
+    """Before any forward pass: ImageNet weights are cached (True), or can be downloaded now (False).
+
+    Otherwise one line, at once: no 60 s of hub retries when there is no network.
+    """
+    cached, url = pretrained_cached(name, library, tag)
+    if cached:
+        return True
+    if url is None:
+        raise IdsimError(f"{name} ({library}) has no pretrained weights (no ImageNet weights to load); use weights=random"
+                         f" or a checkpoint path")
+    if not _reachable(url):
+        raise IdsimError(_offline_hint(name, library))
+    return False
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Hugging Face hub calls read the local cache only (no HEAD requests, no retries) inside the block."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     """A checkpoint's state dict (``weights_only``: a pickle cannot run code), unwrapped and without DDP prefixes."""
     if not path.is_file():
@@ -350,9 +436,11 @@ def build_model(name: str, weights: str = "random", seed: int | None = 0, librar
             module = _construct(name, library, pretrained=False)
     elif parse_weights(weights)[0] == "imagenet":
         weights = resolve_weights(name, library, weights)
+        tag = parse_weights(weights)[1]
+        cached = check_pretrained(name, library, tag)
         try:
-            with torch.random.fork_rng(devices=[]):
-                module = _construct(name, library, pretrained=True, tag=parse_weights(weights)[1])
+            with torch.random.fork_rng(devices=[]), (_hub_offline() if cached else contextlib.nullcontext()):
+                module = _construct(name, library, pretrained=True, tag=tag)
         except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; hub errors too
             if isinstance(e, RuntimeError) and "Error(s) in loading state_dict" in str(e):
                 raise

@@ -4,10 +4,16 @@ Files of a run folder (see the README's *Outputs*): ``config.yaml``, ``target_un
 ``ceilings.csv`` (recording targets), ``bootstrap.csv`` (with ``bootstrap=N``),
 ``scores.csv`` (rewritten after every source, so a failure keeps what was done),
 ``identifiability.csv``, ``best_scores.csv``, ``figures/*.png``, ``wandb/``.
+
+A run never mixes its files with another run's: when it starts in a folder that holds an earlier
+run's results, :func:`archive_previous` moves them (with that run's ``status.json``) to
+``previous/<start time>/`` first.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,6 +21,36 @@ from typing import Any, Mapping
 import pandas as pd
 
 log = logging.getLogger("idsim")
+
+
+#: what a run writes into its folder (``archive_previous`` moves them out of a reused folder)
+RESULT_FILES = ("config.yaml", "target_units.csv", "scores.csv", "identifiability.csv", "best_scores.csv", "figures",
+                "wandb")
+PREVIOUS_DIR = "previous"
+
+
+def archive_previous(out_dir: Path, status: dict | None = None) -> Path | None:
+    """Move an earlier run's results out of ``out_dir`` into ``previous/<its start time>/``; the new folder, or None.
+
+    ``status`` (the earlier run's ``status.json``, if any) is saved beside them. Hydra's own
+    ``.hydra/`` and the log (which every run appends to) stay.
+    """
+    out_dir = Path(out_dir)
+    found = [out_dir / name for name in RESULT_FILES if (out_dir / name).exists()]
+    if not found:
+        return None
+    stamp = str((status or {}).get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    stamp = "".join(c if c.isalnum() or c in "-T" else "-" for c in stamp[:19])
+    dest, n = out_dir / PREVIOUS_DIR / stamp, 1
+    while dest.exists():
+        n += 1
+        dest = out_dir / PREVIOUS_DIR / f"{stamp}-{n}"
+    dest.mkdir(parents=True)
+    for path in found:
+        os.replace(path, dest / path.name)
+    if status:
+        (dest / "status.json").write_text(json.dumps(status, indent=2, default=str) + "\n")
+    return dest
 
 
 class RunWriter:
@@ -29,6 +65,9 @@ class RunWriter:
 
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        moved = archive_previous(self.out)  # from Python, or a job whose start did not already do it
+        if moved is not None:
+            log.info("the results of an earlier run in %s were moved to %s", self.out, moved)
         self.plots = plots
         self._parts: list[pd.DataFrame] = []
         self._boot: list[pd.DataFrame] = []
@@ -108,11 +147,13 @@ class RunWriter:
         return figs
 
 
-def units_table(target, unit_ratio: float) -> pd.DataFrame:
-    """Per target layer: units, sampled, zero-variance dropped, kept, scored (``target_units.csv``)."""
+def units_table(target, unit_ratio: float, skipped_images: int = 0) -> pd.DataFrame:
+    """Per target layer: units, sampled, zero-variance dropped, kept, scored (``target_units.csv``), and the
+    number of unreadable image files the probe set skipped (``dataset.skip_unreadable``)."""
     rows = []
     for i, (name, d) in enumerate(target.layers.items()):
         rows.append({"target_layer": name, "target_layer_index": i, "n_units": d.n_units, "n_sampled": d.n_sampled,
                      "approximate": d.approximate, "n_constant": d.n_constant, "n_kept": d.n_kept,
-                     "n_scored": d.units.shape[1] if d.units is not None else d.n_kept, "unit_ratio": unit_ratio})
+                     "n_scored": d.units.shape[1] if d.units is not None else d.n_kept, "unit_ratio": unit_ratio,
+                     "n_images_skipped": skipped_images})
     return pd.DataFrame(rows)

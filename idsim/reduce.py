@@ -82,22 +82,34 @@ def _distinct_rows(rng: np.random.Generator, n: int, counts: np.ndarray) -> np.n
         rows[dup] = rng.integers(0, n, size=int(dup.sum()))
 
 
+def to_numpy(x) -> np.ndarray:
+    """A reducer's array (NumPy, or a torch tensor kept on the GPU) as NumPy, on the host."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 class UnitStore:
-    """Exact values of selected units for every image: RAM below a budget, a scratch file above."""
+    """Exact values of selected units for every image: on the GPU (when extraction runs there and they fit
+    ``device_budget``), else in RAM below ``ram_budget``, else in a scratch file."""
 
     def __init__(self, n_images: int, units: np.ndarray, scratch: Path | None = None, ram_budget: int = DEFAULT_RAM_BUDGET,
-                 name: str = "layer", n_features: int | None = None):
+                 name: str = "layer", n_features: int | None = None, device: torch.device | None = None,
+                 device_budget: int = 0):
         self.units = np.asarray(units)
         self.n_images = n_images
         shape = (n_images, self.units.size)
         nbytes = shape[0] * shape[1] * 4
         self.path: Path | None = None
-        if nbytes > ram_budget and scratch is not None:
+        self._host: torch.Tensor | None = None
+        if device is not None and device.type != "cpu" and nbytes <= device_budget:
+            self.data = torch.empty(shape, dtype=torch.float32, device=device)  # no host round-trip per batch
+        elif nbytes > ram_budget and scratch is not None:
             scratch.mkdir(parents=True, exist_ok=True)
             self.path = scratch / f"{name.replace('/', '_')}.{id(self):x}.f32"
             self.data = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=shape)
         else:
             self.data = np.empty(shape, dtype=np.float32)
+        if isinstance(self.data, np.ndarray):
+            self._host = torch.from_numpy(self.data)  # the same memory: batches are copied in by torch
         # every unit of the layer, in order: no column selection needed (``n_features``: the layer's width)
         self._all = n_features is not None and self.units.size == n_features and \
             bool(self.units.size == 0 or (self.units[0] == 0 and self.units[-1] == n_features - 1))
@@ -120,9 +132,12 @@ class UnitStore:
             self._sum += s
             torch.minimum(self._min, lo, out=self._min)
             torch.maximum(self._max, hi, out=self._max)
-        self.data[rows] = acts.cpu().numpy()
+        if self._host is None:
+            self.data[rows] = acts
+        else:
+            self._host[rows] = acts.cpu()
+            release(self.data)  # spilled rows live in the page cache, not in this process's memory
         self.filled = max(self.filled, rows.stop)
-        release(self.data)  # spilled rows live in the page cache, not in this process's memory
 
     def mean(self) -> np.ndarray:
         """Column means (float64), accumulated while streaming."""
@@ -134,6 +149,7 @@ class UnitStore:
 
     def close(self) -> None:
         if self.path is not None:
+            self._host = None
             del self.data
             self.path.unlink(missing_ok=True)
             self.path = None
@@ -205,7 +221,9 @@ class SparseProjection:
                 self._torch = torch.sparse_csr_tensor(
                     torch.from_numpy(t.indptr.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64)),
                     torch.from_numpy(t.data), size=t.shape, device=acts.device)
-            self.data[rows] = (self._torch @ acts.T).T.cpu().numpy()
+            if isinstance(self.data, np.ndarray):  # kept on the GPU: no host round-trip per batch
+                self.data = torch.empty(self.data.shape, dtype=torch.float32, device=acts.device)
+            self.data[rows] = (self._torch @ acts.T).T
         else:
             x = acts.numpy()
             self.data[rows] = (self._t @ x.T).T

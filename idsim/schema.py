@@ -171,6 +171,9 @@ class ExtractionConfig(Checked):
     gram_dim: Any = opt("auto", "auto (Johnson-Lindenstrauss bound at eps 0.1) or an integer >= 1 (projection size of"
                                 " layers beyond exact_max_mb)", auto_or_int(1))
     scratch_dir: Optional[str] = opt(None, "null (the system's temporary folder) or a folder path")
+    precision: str = opt("float32", "float32, float16 or bfloat16 (the forward passes' precision, e.g. on a GPU;"
+                                    " activations are reduced in float32 or better)",
+                         one_of("float32", "float16", "bfloat16"))
     progress: bool = True
 
 

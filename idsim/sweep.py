@@ -31,7 +31,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import IdsimError, cli
-from .jobs import LAUNCH_ENV, STATUS_FILE, read_status, sweep_group
+from .jobs import LAUNCH_ENV, STATUS_FILE, read_status, reconcile, sweep_group
+from .outputs import PREVIOUS_DIR
 
 log = logging.getLogger("idsim")
 
@@ -48,7 +49,7 @@ def find_jobs(sweep_dir: Path) -> list[Path]:
     found = []
     for p in sorted(sweep_dir.rglob(STATUS_FILE)):
         rel = p.parent.relative_to(sweep_dir).parts
-        if rel and (rel[0] in (SUMMARY_DIR, ".submitit") or "wandb" in rel):
+        if rel and (rel[0] in (SUMMARY_DIR, ".submitit") or "wandb" in rel or PREVIOUS_DIR in rel):
             continue
         found.append(p.parent)
     return found
@@ -127,7 +128,7 @@ def collect(sweep_dir: Path) -> SweepSummary:
     if not dirs:
         raise IdsimError(f"{str(sweep_dir)!r} holds no sweep jobs (no {STATUS_FILE} in its sub-folders); give the folder"
                          f" of a multirun (hydra.sweep.dir)")
-    statuses = [read_status(d) or {} for d in dirs]
+    statuses = [reconcile(d, read_status(d)) or {} for d in dirs]  # a "running" job whose process is gone: failed
     pairs = [_override_pairs(st.get("overrides") or []) for st in statuses]
     swept = swept_keys(pairs)
     rows, scores, idents, boots = [], [], [], []
@@ -140,7 +141,7 @@ def collect(sweep_dir: Path) -> SweepSummary:
                      "n_correct": result.get("n_correct"), "n_target_layers": result.get("n_target_layers"),
                      "started": st.get("started"), "ended": st.get("ended"), "seconds": st.get("seconds"),
                      "host": st.get("host"), "slurm_job_id": st.get("slurm_array") or st.get("slurm_job_id"),
-                     "error": st.get("error"), "status_file": str(d / STATUS_FILE), "log": st.get("log"),
+                     "reason": st.get("reason"), "error": st.get("error"), "status_file": str(d / STATUS_FILE), "log": st.get("log"),
                      "submitit_log": st.get("submitit_log"), "launch_id": st.get("launch_id")})
         if st.get("state") != "done":
             continue
@@ -285,7 +286,7 @@ def finish_failed_sweep() -> str:
     bad = ours[ours["state"] != "done"]
     lines = [f"{len(bad)} of {len(ours)} jobs failed; summary of the others in {s.out_dir}"]
     for _, r in bad.iterrows():
-        what = r["error"] if r["state"] == "failed" else f"did not finish (state {r['state']}: killed or still running?)"
+        what = r["error"] if r["state"] == "failed" else f"did not finish (state {r['state']}: still running elsewhere?)"
         logs = ", ".join(str(x) for x in (r["log"], r["submitit_log"]) if isinstance(x, str) and x)
         lines.append(f"  {r['job']}: {what} (status {r['status_file']}" + (f"; log {logs})" if logs else ")"))
     if bad.empty:

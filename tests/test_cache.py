@@ -19,7 +19,10 @@ def network_identity(name, library="torchvision", weights="random", seed=0, laye
     run = RunConfig(target=NetworkConfig(name=name, library=library, weights=weights, seed=seed, layers=layers),
                     seed=seed)
     system = build(run.target, name, role, run)
-    system.prepare()
+    from unittest import mock
+
+    with mock.patch("idsim.models.check_pretrained", return_value=True):  # the key needs no downloadable weights
+        system.prepare()
     return system.identity()
 
 
@@ -54,7 +57,7 @@ def _same(a: FeatureSet, b: FeatureSet) -> bool:
 BASE = dict(model=network_identity("alexnet"),
             probe={"name": "shapes", "seed": 0, "size": 256, "n_images": 12},
             plan=Plan(grams=("column",), unit_ratio=1.0, seed=0),
-            settings={"exact_max_mb": 1024, "gram_dim": "auto", "device": "cpu"})
+            settings={"exact_max_mb": 1024, "gram_dim": "auto", "device": "cpu", "batch_size": 6})
 
 
 def _key(**change):
@@ -87,6 +90,7 @@ def test_every_part_of_the_key_matters(tmp_path, monkeypatch):
         dict(settings={**BASE["settings"], "exact_max_mb": 1}),
         dict(settings={**BASE["settings"], "gram_dim": 512}),
         dict(settings={**BASE["settings"], "device": "cuda"}),
+        dict(settings={**BASE["settings"], "batch_size": 4}),
     ]
     keys = [_key(**v) for v in variants]
     assert base not in keys and len(set(keys)) == len(keys)
@@ -244,7 +248,8 @@ def test_spilled_layers_give_the_same_reductions_as_in_ram(tmp_path):
         ram = extract(model, probe, plan, **kw)
         disk = extract(model, probe, plan, ram_budget=0, scratch=tmp_path, **kw)
         assert _same(ram, disk)
-    assert not list(tmp_path.glob("idsim-*"))  # scratch files are removed
+    folders = list(tmp_path.glob("idsim-scratch-*"))  # this process's scratch folder (removed at exit) ...
+    assert len(folders) == 1 and not any(folders[0].iterdir())  # ... holds no files once extraction ends
 
 
 def test_projections_are_seeded_by_model_identity():
@@ -278,3 +283,46 @@ def test_unit_store_selects_a_prefix_of_units_when_it_is_not_the_whole_layer():
     whole = UnitStore(2, np.arange(10), n_features=10)
     whole.update(acts, slice(0, 2))
     np.testing.assert_array_equal(whole.data, acts.numpy())
+
+
+@pytest.mark.slow
+def test_same_command_same_bytes_whatever_ran_before(compose_cfg, tmp_path):
+    """Batch size changes the last bits of the features, so it is part of the key: a run with batch 6
+    gives the same scores.csv whether a batch-4 run filled the cache before it or not."""
+    import idsim.experiment as exp
+
+    base = ["target=resnet18", "sources=[resnet18]", "target.layers=[layer1,layer2]",
+            "sources.resnet18.layers=[layer1.0,layer2.1]", *TINY, "dataset.n_images=8"]  # the last value wins
+    commands = {b: [*base, f"extraction.batch_size={b}"] for b in (6, 4)}
+    out = {}
+    for order in ((6, 4), (4, 6)):
+        cache = f"cache.dir={tmp_path / ('cache-' + '-'.join(map(str, order)))}"
+        for b in order:
+            folder = tmp_path / f"{'-'.join(map(str, order))}-batch{b}"
+            exp.run_experiment(compose_cfg([*commands[b], cache]), folder)
+            out[order, b] = (folder / "scores.csv").read_bytes()
+    assert out[(6, 4), 6] == out[(4, 6), 6] and out[(6, 4), 4] == out[(4, 6), 4]
+
+
+@pytest.mark.slow
+def test_concurrent_jobs_extract_each_entry_once(tmp_path):
+    """Four jobs started at once (hydra/launcher=local) need 12 feature sets among 4 distinct entries: each entry
+    is extracted by one job while the others wait on its lock and read it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "run.py", "-m", "hydra/launcher=local", "target=alexnet,resnet18", "metric=cka,cka_debiased",
+           "sources=[alexnet,resnet18]", "sources.alexnet.layers=[features.4]",
+           "sources.resnet18.layers=[layer1]", "dataset.n_images=8", "extraction.batch_size=8", "logger=none",
+           "plots=false", "extraction.progress=false", "stats.bootstrap=0", f"cache.dir={tmp_path / 'cache'}",
+           f"hydra.sweep.dir={sweep}"]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "WANDB_MODE": "disabled"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    logs = [p.read_text() for p in sweep.glob("*/run.log")]
+    assert len(logs) == 4
+    extracted = sum(log.count("features extracted") for log in logs)
+    read = sum(log.count("features from the cache") for log in logs)
+    assert (extracted, read) == (4, 8), (extracted, read)

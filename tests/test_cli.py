@@ -131,6 +131,8 @@ def subprocess_jobs(tmp: Path) -> dict[str, list[str]]:
         "unknown_target": ["target=vgg111", f"hydra.run.dir={tmp / 'unknown_target'}"],
         # a bad value: caught before Hydra starts
         "bad_ratio": [*tiny(unit_ratio="1.5"), f"hydra.run.dir={tmp / 'bad_ratio'}"],
+        # a value only the job can check (the metric against the images): its log holds the traceback
+        "job_error": [*tiny(metric="cka_debiased", **{"dataset.n_images": "3"}), f"hydra.run.dir={tmp / 'job_error'}"],
     }
 
 
@@ -299,6 +301,15 @@ def test_real_bad_value(real_runs):
     line = assert_one_line_error(r, "unit_ratio", "(0, 1]", "1.5")
     assert [x for x in r.stderr.splitlines() if x.strip()] == [line]
     assert not (out / "config.yaml").exists()
+
+
+def test_real_error_in_a_job_is_one_line_naming_the_log(real_runs):
+    r, out = real_runs("job_error")
+    line = assert_one_line_error(r, "at least 4", f"(full log: {out / 'run.log'})")
+    assert [x for x in r.stderr.splitlines() if x.strip()] == [line]
+    assert "Traceback" not in r.stdout and "Error" not in r.stdout  # nothing around the line on the console
+    assert "Traceback" in (out / "run.log").read_text()
+    assert not (out / "target_units.csv").exists()
 
 
 def test_real_tiny_run(real_runs):

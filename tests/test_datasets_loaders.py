@@ -166,14 +166,49 @@ def test_corrupt_image_fails_naming_it_or_is_skipped_with_a_count(classes, caplo
     assert len(load_probe_set({"name": "folder", "root": str(root), "n_images": 1})) == 1
 
 
-def test_truncated_jpeg_is_reported_when_decoded(tmp_path):
-    save(tmp_path / "a.jpg", smooth(64, 64), quality=95)
-    data = (tmp_path / "a.jpg").read_bytes()
-    (tmp_path / "a.jpg").write_bytes(data[: len(data) // 2])  # header intact: the open check cannot see it
-    ps = load_probe_set({"name": "folder", "root": str(tmp_path)})
+def test_truncated_jpeg_and_empty_file_are_found_before_any_forward_pass(tmp_path, caplog, monkeypatch):
+    """Every image is decoded when the set opens (a header check misses a truncated JPEG)."""
+    from idsim.datasets import folders
+
+    for i in range(6):
+        save(tmp_path / f"{i}.jpg", smooth(64, 64), quality=95)
+    data = (tmp_path / "0.jpg").read_bytes()
+    (tmp_path / "3.jpg").write_bytes(data[: len(data) // 2])  # header intact: truncated pixels
+    (tmp_path / "5.jpg").write_bytes(b"")
+    save(tmp_path / "6.png", rgb(3))
+    save(tmp_path / "7.png", rgb(4))
     with pytest.raises(IdsimError) as e:
-        ps.image(0)
-    assert f"cannot decode image {tmp_path / 'a.jpg'}" in one_line_error(e)
+        load_probe_set({"name": "folder", "root": str(tmp_path)})
+    msg = one_line_error(e)
+    assert "2 of 8" in msg and f"{tmp_path / '3.jpg'} (truncated)" in msg and f"{tmp_path / '5.jpg'} (empty file)" in msg
+    with caplog.at_level(logging.WARNING, logger="idsim"):
+        ps = load_probe_set({"name": "folder", "root": str(tmp_path), "skip_unreadable": True})
+    assert len(ps) == 6 and ps.unreadable == [str(tmp_path / "3.jpg"), str(tmp_path / "5.jpg")]
+    assert any("skipped 2 unreadable" in r.getMessage() for r in caplog.records)
+    assert [ps.image(i).size for i in range(6)]  # every kept image decodes: nothing dies mid-extraction
+
+    # the verdicts are remembered by size and mtime: opening again decodes nothing ...
+    def no_decoding(store, key):
+        raise AssertionError(f"decoded {key} again")
+
+    monkeypatch.setattr(folders, "unreadable_reason", no_decoding)
+    assert len(load_probe_set({"name": "folder", "root": str(tmp_path), "skip_unreadable": True})) == 6
+    # ... until a file changes
+    (tmp_path / "3.jpg").write_bytes(data)
+    monkeypatch.undo()
+    assert len(load_probe_set({"name": "folder", "root": str(tmp_path), "skip_unreadable": True})) == 7
+
+
+def test_unreadable_error_names_the_first_ten_then_counts_the_rest(tmp_path):
+    save(tmp_path / "ok.png", rgb(1))
+    for i in range(13):
+        (tmp_path / f"bad{i:02d}.png").write_bytes(b"not a png")
+    with pytest.raises(IdsimError) as e:
+        load_probe_set({"name": "folder", "root": str(tmp_path)})
+    msg = one_line_error(e)
+    assert "13 of 14" in msg and "and 3 more" in msg
+    assert all(str(tmp_path / f"bad{i:02d}.png") in msg for i in range(10))
+    assert str(tmp_path / "bad10.png") not in msg
 
 
 @pytest.mark.parametrize("root, expected", [

@@ -143,3 +143,16 @@ def test_rsa_through_the_pipeline_equals_rsa_on_raw_features(rdm, compare):
         assert row.score == pytest.approx(expected, abs=1e-6)
     with pytest.raises(Exception, match="metric.rdm='nope'"):
         load_metric({"kind": "rsa", "rdm": "nope"})
+
+
+def test_half_precision_forward_passes_are_reduced_in_float32_and_keyed_apart(compose_cfg, tmp_path):
+    """extraction.precision=bfloat16 runs the forward passes in bfloat16 (the code path of a GPU run, here on the CPU);
+    scores stay close to float32's and the feature cache keeps the two apart."""
+    cache = tmp_path / "cache"
+    base = ["target=alexnet", "sources=[alexnet]", "target.layers=[features.4,classifier.2]",
+            "sources.alexnet.layers=[features.4,classifier.2]", *TINY, f"cache.dir={cache}", "stats.bootstrap=0"]
+    full = run_experiment(compose_cfg(base), tmp_path / "f32").scores
+    half = run_experiment(compose_cfg([*base, "extraction.precision=bfloat16"]), tmp_path / "bf16").scores
+    assert np.abs(full.score.to_numpy() - half.score.to_numpy()).max() < 0.02
+    assert not np.array_equal(full.score.to_numpy(), half.score.to_numpy())
+    assert len(list((cache / "features").glob("*/*/meta.json"))) == 4  # target and source, in each precision

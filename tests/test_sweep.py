@@ -205,18 +205,20 @@ def test_swept_keys_and_config_hash():
     assert h != config_hash({"seed": 1, "target": {"name": "vgg11"}})
 
 
-def test_stored_result_needs_done_same_config_and_results(tmp_path):
-    cfg_hash = "a" * 64
+def test_stored_result_needs_done_same_config_same_inputs_and_results(tmp_path):
+    cfg_hash, inputs = "a" * 64, {"idsim": "0.2.0", "probe_set": "p" * 64, "checkpoints": {}}
     job = Job(out_dir=tmp_path, overrides=["seed=1"], multirun=True, config_hash=cfg_hash)
-    assert job.stored_result() is None  # nothing there
-    write_status(tmp_path, {"state": "done", "config_hash": cfg_hash, "result": {"mean_identifiability_index": 0.25}})
-    assert job.stored_result() is None  # no identifiability.csv
+    assert job.stored_result(inputs) == (None, None)  # nothing there
+    write_status(tmp_path, {"state": "done", "config_hash": cfg_hash, "inputs": inputs,
+                            "result": {"mean_identifiability_index": 0.25}})
+    assert job.stored_result(inputs) == (None, "its results are missing")  # no identifiability.csv
     (tmp_path / "identifiability.csv").write_text("x\n1\n")
-    assert job.stored_result() == 0.25
+    assert job.stored_result(inputs) == (0.25, None)
     other = Job(out_dir=tmp_path, overrides=["seed=1"], multirun=True, config_hash="b" * 64)
-    assert other.stored_result() is None  # another config in the same folder: recompute
+    assert other.stored_result(inputs) == (None, "the config changed")  # another config in the same folder
+    assert job.stored_result(None)[0] is None  # inputs that cannot be read now: run (the run says why)
     write_status(tmp_path, {"state": "failed", "config_hash": cfg_hash})
-    assert job.stored_result() is None
+    assert job.stored_result(inputs) == (None, None)
 
 
 def test_summarize_command_rebuilds_and_rejects_bad_folders(sweeps, tmp_path, capsys):

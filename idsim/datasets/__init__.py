@@ -97,6 +97,10 @@ class Capped(ProbeSet):
     def identity(self) -> dict[str, Any]:
         return {**self.base.identity(), "n_images": self.n}
 
+    @property
+    def unreadable(self) -> list[str]:
+        return self.base.unreadable
+
 
 def cap(probe: ProbeSet, n_images: int | None) -> ProbeSet:
     """Keep the first ``n_images`` images (None: all); asking for more than exist is an error that says

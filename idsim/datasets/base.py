@@ -35,6 +35,11 @@ class ProbeSet(ABC):
         return None
 
     @property
+    def unreadable(self) -> list[str]:
+        """Image files skipped because they could not be decoded (``dataset.skip_unreadable``); none by default."""
+        return []
+
+    @property
     def labels(self) -> list[str] | None:
         labs = [self.label(i) for i in range(len(self))]
         return None if all(lab is None for lab in labs) else labs  # type: ignore[return-value]

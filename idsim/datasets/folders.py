@@ -17,8 +17,12 @@ option values by the options' own checks.
   (``stimulus_id``, ``filename``, metadata) next to the images, the folder its zip unpacks to,
   or the zip itself (read in place).
 
-Unreadable files are found when the set is opened (a header check with ``PIL.Image.verify``):
-by default that is an error naming them; ``skip_unreadable: true`` drops them with a warning.
+Unreadable files are found when the set is opened, before any forward pass: every image is
+decoded in full once (a truncated JPEG has a valid header; only decoding finds it), and the
+verdict is remembered in ``<idsim cache>/decoded/`` by file size and modification time (zip
+members: size and CRC-32), so later opens cost a ``stat`` per file. By default unreadable files
+are an error that counts them and names the first ten; ``skip_unreadable: true`` drops exactly
+those with a warning, and the run records how many (``target_units.csv``, ``n_images_skipped``).
 Only the images a run can use are checked: with ``n_images`` set, the first ``n_images``
 readable ones (the kept images are a prefix of the full set, so image ``i`` never depends on
 ``n_images``).
@@ -35,7 +39,9 @@ import json
 import logging
 import os
 import re
+import tempfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Iterable, Optional, Sequence
@@ -53,7 +59,8 @@ log = logging.getLogger("idsim")
 #: file name endings read as images (compared case-insensitively)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _EXT_LIST = "jpg, jpeg, png, bmp, tif, tiff, webp"
-_SHOW_BAD = 3  # how many unreadable paths an error message names
+_SHOW_BAD = 3  # how many missing paths an error message names
+_SHOW_UNREADABLE = 10  # how many unreadable files an error message names (then "and N more")
 
 
 def is_image_name(name: str) -> bool:
@@ -111,6 +118,9 @@ class DirStore:
     def identity(self) -> dict[str, Any]:
         return {"store": "folder"}
 
+    def location(self) -> str:
+        return str(self.base)
+
 
 class ZipStore:
     """Members of a zip archive (a Brain-Score stimulus zip), read without unpacking.
@@ -153,6 +163,9 @@ class ZipStore:
     def identity(self) -> dict[str, Any]:
         return {"store": "zip", "prefix": self.prefix}
 
+    def location(self) -> str:
+        return f"{Path(self.zip_path).resolve()}:{self.prefix}"
+
 
 Store = DirStore | ZipStore
 
@@ -177,10 +190,16 @@ class FileProbeSet(ProbeSet):
     that selected and ordered the files, recorded in :meth:`identity`.
     """
 
-    def __init__(self, name: str, store: Store, entries: Sequence[Entry], options: dict[str, Any] | None = None):
+    def __init__(self, name: str, store: Store, entries: Sequence[Entry], options: dict[str, Any] | None = None,
+                 unreadable: Sequence[str] = ()):
         self.name, self.store, self.entries = name, store, list(entries)
         self.options = dict(options or {})
         self._identity: dict[str, Any] | None = None
+        self._unreadable = list(unreadable)
+
+    @property
+    def unreadable(self) -> list[str]:
+        return list(self._unreadable)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -220,45 +239,123 @@ class FileProbeSet(ProbeSet):
         return f"FileProbeSet(name={self.name!r}, n_images={len(self)})"
 
 
+def _short_reason(err: BaseException) -> str:
+    """Pillow's error in a few words (its "cannot identify" message repeats the file object)."""
+    text = " ".join(str(err).split())
+    if "cannot identify image file" in text:
+        return "not an image Pillow can read"
+    if "truncated" in text:
+        return "truncated"
+    return f"{type(err).__name__}: {text}".strip().rstrip(":")
+
+
 def unreadable_reason(store: Store, key: str) -> str | None:
-    """None if the file's header parses and ``Image.verify`` passes, else why not."""
+    """None if the file decodes in full (every pixel), else why not."""
     try:
+        if store.fingerprint(key)[0] == 0:
+            return "empty file"
         with store.open(key) as fh, Image.open(fh) as img:
-            img.verify()
+            img.load()
     except Exception as err:  # PIL raises many types for corrupt data
-        return f"{type(err).__name__}: {err}".strip().rstrip(":")
+        return _short_reason(err)
     return None
+
+
+class DecodeVerdicts:
+    """Decode verdicts of one store's files, kept in ``<idsim cache>/decoded/<hash of its location>.json``.
+
+    A verdict is reused while the file's fingerprint (size and mtime; zip: size and CRC-32) and
+    Pillow's version are unchanged. A cache that cannot be written only costs speed.
+    """
+
+    def __init__(self, store: Store):
+        import PIL
+
+        from ..model_names import cache_root
+
+        tag = f"{store.location()}|{PIL.__version__}"
+        self.path = cache_root() / "decoded" / f"{hashlib.sha256(tag.encode()).hexdigest()[:24]}.json"
+        try:
+            self.data: dict[str, list] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+        self.dirty = False
+
+    def known(self, key: str, fp: tuple[int, int]) -> tuple[bool, str | None]:
+        v = self.data.get(key)
+        return (True, v[2]) if isinstance(v, list) and len(v) == 3 and v[:2] == list(fp) else (False, None)
+
+    def put(self, key: str, fp: tuple[int, int], reason: str | None) -> None:
+        self.data[key] = [*fp, reason]
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.path.parent)
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.data, f)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            log.debug("could not save image decode verdicts to %s: %s", self.path, e)
+
+
+def check_files(store: Store, entries: Sequence[Entry], want: int | None) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """(readable entries, [(path, reason)] of unreadable ones), in order, until ``want`` readable are found."""
+    verdicts = DecodeVerdicts(store)
+    kept: list[Entry] = []
+    bad: list[tuple[str, str]] = []
+
+    def verdict(e: Entry) -> str | None:
+        try:
+            fp = store.fingerprint(e.key)
+        except (OSError, KeyError) as err:
+            return f"cannot read it ({type(err).__name__}: {err})"
+        seen, reason = verdicts.known(e.key, fp)
+        if not seen:
+            reason = unreadable_reason(store, e.key)
+            verdicts.put(e.key, fp, reason)
+        return reason
+
+    todo = list(entries)
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow decodes without the GIL
+        while todo and (want is None or len(kept) < want):
+            n = len(todo) if want is None else max(4 * workers, want - len(kept))
+            chunk, todo = todo[:n], todo[n:]
+            for e, reason in zip(chunk, pool.map(verdict, chunk)):
+                if want is not None and len(kept) >= want:
+                    break
+                if reason is None:
+                    kept.append(e)
+                else:
+                    bad.append((store.describe(e.key), reason))
+    verdicts.save()
+    return kept, bad
 
 
 def open_checked(name: str, store: Store, entries: Sequence[Entry], options: dict[str, Any], *,
                  n_images: int | None, skip_unreadable: bool) -> FileProbeSet:
-    """Check the files a run can use and return the set.
+    """Check the files a run can use (decoded in full) and return the set.
 
     Files are checked in order until ``n_images`` readable ones are found (all of them when
-    ``n_images`` is None). Unreadable files are an error naming the first few, or with
-    ``skip_unreadable`` are dropped with a warning giving their count.
+    ``n_images`` is None). Unreadable files are an error counting them and naming the first
+    ten, or with ``skip_unreadable`` are dropped with a warning giving their count.
     """
-    want = n_images
-    kept: list[Entry] = []
-    bad: list[tuple[str, str]] = []
-    for e in entries:
-        if want is not None and len(kept) >= want:
-            break
-        reason = unreadable_reason(store, e.key)
-        if reason is None:
-            kept.append(e)
-        else:
-            bad.append((store.describe(e.key), reason))
+    kept, bad = check_files(store, entries, n_images)
     if bad:
         checked = len(kept) + len(bad)
-        first = ", ".join(f"{p} ({r})" if i == 0 else p for i, (p, r) in enumerate(bad[:_SHOW_BAD]))
-        more = f" and {len(bad) - _SHOW_BAD} more" if len(bad) > _SHOW_BAD else ""
+        first = ", ".join(f"{p} ({r})" for p, r in bad[:_SHOW_UNREADABLE])
+        more = f" and {len(bad) - _SHOW_UNREADABLE} more" if len(bad) > _SHOW_UNREADABLE else ""
         if not skip_unreadable:
             raise IdsimError(f"dataset {name}: {len(bad)} of {checked} image files checked are unreadable: {first}{more};"
                              f" fix or remove them, or set dataset.skip_unreadable=true to skip them")
         log.warning("dataset %s: skipped %d unreadable image file(s) of %d checked: %s%s", name, len(bad), checked,
                     first, more)
-    return FileProbeSet(name, store, kept, {**options, "skip_unreadable": bool(skip_unreadable)})
+    return FileProbeSet(name, store, kept, {**options, "skip_unreadable": bool(skip_unreadable)},
+                        unreadable=[p for p, _ in bad])
 
 
 # --------------------------------------------------------------------------------------------

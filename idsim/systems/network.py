@@ -113,6 +113,8 @@ class NetworkSystem(System):
         from .. import models
         from ..layers import default_layers
 
+        if self.weights.startswith("imagenet"):  # cached, or downloadable now: else one line at once
+            models.check_pretrained(self.name, self.library, models.parse_weights(self.weights)[1])
         module = models.meta_module(self.name, self.library)
         if module is None:  # cannot be built weightless: layers are resolved (and checked) on the real network
             return
@@ -175,6 +177,6 @@ def settings_kwargs(settings: ExtractionConfig) -> dict[str, Any]:
 
     return dict(batch_size=settings.batch_size, device=resolve_device(settings.device), progress=settings.progress,
                 scratch=settings.scratch_dir, ram_budget=int(settings.ram_budget_mb * 2**20),
-                num_workers=settings.num_workers,
+                num_workers=settings.num_workers, precision=settings.precision,
                 exact_budget=None if settings.exact_max_mb is None else int(settings.exact_max_mb * 2**20),
                 gram_dim=settings.gram_dim)

@@ -1,0 +1,142 @@
+"""Processes and their leftovers: is a recorded process still alive, per-process scratch folders.
+
+* **Liveness.** A process is named by its host, PID and start time (``/proc/<pid>/stat``, so a
+  reused PID is not mistaken for the original); a SLURM job by its id, asked of ``squeue``.
+  :func:`process_alive` and :func:`slurm_state` answer None when they cannot tell (another host,
+  no ``squeue``).
+* **Scratch folders.** Spilled layer values (``extraction.ram_budget_mb``) live in
+  ``<scratch_dir or the system temp>/idsim-scratch-<host>-<pid>-<start>/``, one folder per process
+  (:func:`run_folder`). Extraction removes its files when it ends, also when a SIGTERM/SIGINT
+  stops it; the folder itself goes at exit. A process killed with SIGKILL cannot clean up: the
+  next run on the same host removes the folders of processes that are gone (:func:`sweep_dead`).
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger("idsim")
+
+SCRATCH_PREFIX = "idsim-scratch-"
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (None if unknown or gone)."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None  # field 22 of stat; fields[0] is field 3
+
+
+def process_alive(host: str | None, pid: int | None, start: str | None = None) -> bool | None:
+    """Whether the process ``pid`` started at ``start`` on ``host`` still runs (None: not this host, can't tell)."""
+    if not host or pid is None or host != hostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    except (OSError, ValueError):
+        return None
+    if start is not None:
+        now = process_start(int(pid))
+        if now is not None and now != str(start):
+            return False  # the PID was reused by another process
+    return True
+
+
+#: squeue states of a job that has not ended
+SLURM_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+                "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+
+
+def slurm_state(job_id: str | None, timeout: float = 10) -> str | None:
+    """A SLURM job's state from ``squeue`` (``ENDED`` once squeue has forgotten it; None: cannot ask)."""
+    if not job_id:
+        return None
+    try:
+        res = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True,
+                             timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    out = res.stdout.strip().split()
+    if res.returncode == 0 and out:
+        return out[0]
+    if res.returncode == 0 or "invalid job id" in res.stderr.lower():
+        return "ENDED"
+    return None
+
+
+# --------------------------------------------------------------------------- scratch folders
+
+
+def _scratch_name(host: str, pid: int, start: str | None) -> str:
+    host = re.sub(r"[^A-Za-z0-9.]", "_", host)
+    return f"{SCRATCH_PREFIX}{host}-{pid}-{start or 0}"
+
+
+_folders: dict[str, Path] = {}
+
+
+def run_folder(base: str | Path | None = None) -> Path:
+    """This process's scratch folder under ``base`` (default: the system temp folder), made on first use.
+
+    The first call for a base also removes the folders of dead processes of this host there.
+    """
+    root = Path(base).expanduser() if base else Path(tempfile.gettempdir())
+    key = str(root.resolve())
+    folder = _folders.get(key)
+    if folder is not None and folder.is_dir():
+        return folder
+    sweep_dead(root)
+    folder = root / _scratch_name(hostname(), os.getpid(), process_start(os.getpid()))
+    folder.mkdir(parents=True, exist_ok=True)
+    if not _folders:
+        atexit.register(_remove_own)
+    _folders[key] = folder
+    return folder
+
+
+def _remove_own() -> None:
+    for folder in _folders.values():
+        shutil.rmtree(folder, ignore_errors=True)
+    _folders.clear()
+
+
+def sweep_dead(base: str | Path) -> list[Path]:
+    """Remove the scratch folders under ``base`` left by processes of this host that are gone."""
+    root = Path(base)
+    host = re.sub(r"[^A-Za-z0-9.]", "_", hostname())
+    removed = []
+    try:
+        candidates = list(root.glob(f"{SCRATCH_PREFIX}{host}-*"))
+    except OSError:
+        return removed
+    for p in candidates:
+        m = re.fullmatch(re.escape(f"{SCRATCH_PREFIX}{host}-") + r"(\d+)-(\d+)", p.name)
+        if m is None or not p.is_dir():
+            continue
+        pid, start = int(m.group(1)), m.group(2)
+        if pid == os.getpid():
+            continue
+        if process_alive(hostname(), pid, None if start == "0" else start) is False:
+            size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+            shutil.rmtree(p, ignore_errors=True)
+            log.info("removed the scratch folder of a dead run: %s (%.1f MB)", p, size / 2**20)
+            removed.append(p)
+    return removed
