@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,12 +58,16 @@ class RunWriter:
     """Writes one run's outputs into ``out_dir`` and mirrors them to the tracker (W&B or nothing).
 
     Use as a context manager: the tracker is finished (as failed when an exception escapes), so
-    runs of a multirun never merge.
+    runs of a multirun never merge. Off the critical path: the tracker starts (W&B spawns its
+    service) in a background thread while the target is extracted, and each source's heatmap is
+    drawn in one background thread (matplotlib is only ever used there) while the next source is
+    extracted; :meth:`finish` waits for both.
     """
 
     def __init__(self, out_dir: Path, config: Mapping[str, Any], logger: Any, name: str, plots: bool = True):
-        from .tracking import make_tracker
+        from .tracking import check_credentials, make_tracker
 
+        check_credentials(logger)  # the tracker starts in the background: what it would refuse is refused now
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         moved = archive_previous(self.out)  # from Python, or a job whose start did not already do it
@@ -71,14 +76,25 @@ class RunWriter:
         self.plots = plots
         self._parts: list[pd.DataFrame] = []
         self._boot: list[pd.DataFrame] = []
+        self._figures_done: list = []
         self._t0 = time.perf_counter()
-        self.tracker = make_tracker(logger, self.out, dict(config), name=name)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="idsim-figures")
+        # W&B first (its start overlaps the extraction); figures queue behind it on the same thread
+        self._tracker = self._pool.submit(make_tracker, logger, self.out, dict(config), name=name)
+
+    @property
+    def tracker(self):
+        return self._tracker.result()
 
     def __enter__(self) -> "RunWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.tracker.finish(failed=exc_type is not None)
+        try:
+            self._pool.shutdown(wait=True)
+        finally:
+            if self._tracker.exception() is None:
+                self.tracker.finish(failed=exc_type is not None)
 
     def config(self, cfg) -> None:
         from omegaconf import OmegaConf
@@ -107,6 +123,10 @@ class RunWriter:
         self._parts.append(part)
         scores = pd.concat(self._parts, ignore_index=True)
         scores.to_csv(self.out / "scores.csv", index=False)
+        if self.plots:  # this source's heatmap, drawn while the next source is extracted
+            from . import plots
+
+            self._figures_done.append(self._pool.submit(plots.plot_layer_heatmaps, part, self.out / "figures"))
         return scores
 
     def add_bootstrap(self, part: pd.DataFrame) -> None:
@@ -141,9 +161,10 @@ class RunWriter:
         from . import plots
 
         folder = self.out / "figures"
-        figs = {p.stem: p for p in plots.plot_layer_heatmaps(self.scores, folder)}
-        figs["best_scores"] = plots.plot_best_scores(best, folder / "best_scores.png")
-        figs["identifiability"] = plots.plot_identifiability(ident, folder / "identifiability.png")
+        last = [self._pool.submit(plots.plot_best_scores, best, folder / "best_scores.png"),
+                self._pool.submit(plots.plot_identifiability, ident, folder / "identifiability.png")]
+        figs = {p.stem: p for done in self._figures_done for p in done.result()}
+        figs["best_scores"], figs["identifiability"] = (f.result() for f in last)
         return figs
 
 

@@ -113,6 +113,7 @@ def over_seeds(ident: pd.DataFrame, swept: Sequence[str]) -> pd.DataFrame | None
         return None
     keys = [k for k in swept if k != "seed" and k in ident] + [
         c for c in ("target", "metric", "target_layer_index", "target_layer") if c in ident]
+    keys = list(dict.fromkeys(keys))  # a swept `metric` or `target` is one key, not two
     df = ident.assign(correct=ident["correct"].astype(str).str.lower().eq("true"))
     agg = {"n_seeds": ("seed", "nunique"), "mean_index": ("identifiability_index", "mean"),
            "sd_index": ("identifiability_index", "std"), "fraction_identified": ("correct", "mean")}

@@ -87,6 +87,22 @@ def sweep_identity() -> tuple[str, str] | None:
         return None
 
 
+def check_credentials(logger: Mapping[str, Any] | Any) -> None:
+    """``logger.mode=online`` needs a W&B account: say so at once (the tracker itself starts in the background)."""
+    w = dict(logger) if isinstance(logger, Mapping) else dict(vars(logger)) if logger is not None else {}
+    if w.get("kind") != "wandb" or w.get("mode", "offline") != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    import netrc
+
+    try:
+        hosts = netrc.netrc(os.path.expanduser("~/.netrc")).hosts
+    except (OSError, netrc.NetrcParseError):
+        hosts = {}
+    if not any("wandb" in h for h in hosts):
+        raise IdsimError("logger.mode=online needs a W&B account on this machine (wandb login, or WANDB_API_KEY); or log"
+                         " offline (logger.mode=offline, the default) and upload later with wandb sync")
+
+
 def make_tracker(logger: Mapping[str, Any] | Any, out_dir: Path, config: dict, name: str | None = None,
                  job_type: str = "identify", in_job: bool = True) -> NullTracker:
     """The tracker for one run from its ``logger`` config (``kind``: ``none`` or ``wandb`` with its options).

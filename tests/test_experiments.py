@@ -24,6 +24,9 @@ from idsim.sweep import SweepSummary
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 ANALYSES = sorted({n.removesuffix("_quick") for n in EXPERIMENTS})
+# what the user gives on the command line for the full variants on real recordings (README: Recordings as targets)
+USER = {"mouse_recording": ["target.nwb=[VISp_175.nwb,VISl_275.nwb]"]}
+BASELINES = ("gabor", "gist", "rff", "pixels")
 
 
 def fake_scores(targets=("alexnet", "resnet18"), sources=("alexnet", "resnet18", "vit"), n_layers=4, seed=0,
@@ -225,15 +228,116 @@ def test_mouse_tables(tmp_path):
     assert layer["spearman_r"] == pytest.approx(1.0) and layer["n"] == 2 * 4 * 4
     files = mouse.analyze(fake_summary(tmp_path, mouse_scores(), swept=["seed", "metric"]), tmp_path)
     assert all(p.exists() for p in files.values())
+    regions = pd.read_csv(files["max_over_layers"])         # a network target: no ceilings, no bootstrap table
+    assert len(regions) == len(best) and "ceiling" not in regions and regions["ci_low"].isna().all()
+    assert set(pd.read_csv(files["groups"])["group"]) == {"random"} and "ceilings" not in files
     with pytest.raises(IdsimError, match="needs both"):
         mouse.metric_agreement(best, df[df["metric"] == "rsa"])
+
+
+REGIONS = ("VISp", "VISl", "VISal")
+CEILINGS = {"rsa": (0.8, 0.7, 0.6), "regression_loo": (0.9, 0.85, 0.5)}
+
+
+def recording_summary(tmp_path: Path, n_resamples: int = 40) -> SweepSummary:
+    """A recording sweep (regions VISp/VISl/VISal with ceilings) of ``metric`` x ``weights``: networks a, b, c
+    (4 layers) trained and random, and the four baselines (1 layer) in both weights jobs, scored differently in
+    the second (as with another bootstrap seed); its bootstrap table and the jobs' ceilings.csv."""
+    rng = np.random.default_rng(5)
+    scores, boots, jobs = [], [], []
+    for metric in ("regression_loo", "rsa"):                 # the summary's order: jobs sorted by folder name
+        for weights in ("imagenet", "random"):
+            job = f"metric={metric},weights={weights}"
+            models = [(n, weights, None if weights == "imagenet" else 1, 4) for n in ("a", "b", "c")]
+            models += [(n, "baseline", 1 if n == "rff" else None, 1) for n in BASELINES]
+            for source, w, seed, n_layers in models:
+                for j, region in enumerate(REGIONS):
+                    ceiling = CEILINGS[metric][j]
+                    for i in range(n_layers):
+                        score = rng.uniform(-0.1, 0.6)
+                        scores.append({"job": job, "weights": weights, "source": source, "source_layer": f"l{i}",
+                                       "target": "allen", "target_layer": region, "metric": metric, "score": score,
+                                       "source_layer_index": i, "target_layer_index": j, "ceiling": ceiling,
+                                       "normalized_score": score / ceiling, "same_architecture": False,
+                                       "source_weights": w, "source_seed": seed})
+                    for r in range(n_resamples):
+                        boots.append({"job": job, "weights": weights, "resample": r, "target_layer": region,
+                                      "target_layer_index": j, "score": rng.uniform(-0.1, 0.6), "metric": metric,
+                                      "source": source, "target": "allen", "source_weights": w, "source_seed": seed})
+            folder = tmp_path / "sweep" / job
+            folder.mkdir(parents=True)
+            pd.DataFrame({"target_layer": REGIONS, "n_neuroids": 50, "n_kept": [40 + 10 * (metric == "rsa"), 30, 20],
+                          "ceiling": CEILINGS[metric]}).to_csv(folder / "ceilings.csv", index=False)
+            jobs.append({"job": job, "metric": metric, "weights": weights, "state": "done",
+                         "status_file": str(folder / "status.json")})
+    return SweepSummary(sweep_dir=tmp_path / "sweep", out_dir=tmp_path / "sweep" / "summary", jobs=pd.DataFrame(jobs),
+                        scores=pd.DataFrame(scores), identifiability=pd.DataFrame(), swept=["metric", "weights"],
+                        figures={}, bootstrap=pd.DataFrame(boots))
+
+
+def test_mouse_analysis_of_a_recording(tmp_path):
+    """Per region: the max over layers, its CI over stimuli, ceilings and normalised scores, the groups and the
+    RSA vs regression rank agreement are the hand-computed ones; a baseline scored in both jobs counts once."""
+    summary = recording_summary(tmp_path)
+    files = mouse.analyze(summary, tmp_path / "analysis")
+    assert {"max_over_layers", "groups", "rank_agreement", "ceilings", "regions", "rankings", "depth"} <= set(files)
+    assert all(p.stat().st_size > 0 for p in files.values())
+    best = pd.read_csv(files["max_over_layers"])
+    # the expected: each model's rows of its first job (the baselines' of weights=imagenet), max over layers
+    raw = summary.scores.assign(variant=lambda d: np.where(d["source_weights"] == "random", "random seed 1",
+                                                           d["source_weights"]))
+    raw = raw[(raw["source_weights"] != "baseline") | raw["job"].str.endswith("imagenet")]
+    keys = ["metric", "variant", "source", "target_layer"]
+    expect = raw.loc[raw.groupby(keys)["score"].idxmax()].set_index(keys)
+    got = best.set_index(keys).sort_index()
+    assert len(got) == len(expect) == 2 * 3 * (3 + 3 + 4) and not got.index.duplicated().any()
+    assert np.allclose(got["score"], expect.loc[got.index, "score"])
+    assert (got["best_layer"] == expect.loc[got.index, "source_layer"]).all()
+    net = got["source_weights"] != "baseline"
+    assert np.allclose(got.loc[net, "best_layer_relative_depth"], expect.loc[got.index[net], "source_layer_index"] / 3)
+    assert got.loc[~net, "best_layer_relative_depth"].isna().all()          # one-layer sources have no depth
+    # ceilings and normalised scores, the neuroids kept (each metric's own ceilings.csv)
+    ceiling = {(m, r): c for m, cs in CEILINGS.items() for r, c in zip(REGIONS, cs)}
+    assert np.allclose(got["ceiling"], [ceiling[m, r] for m, r in zip(got.index.get_level_values(0),
+                                                                      got.index.get_level_values(3))])
+    assert np.allclose(got["normalized_score"], got["score"] / got["ceiling"])
+    assert np.allclose(got["normalized_ci_high"], got["ci_high"] / got["ceiling"])
+    assert got.xs("VISp", level="target_layer")["n_neuroids"].groupby("metric").first().to_dict() == \
+        {"regression_loo": 40, "rsa": 50}
+    # CI over stimuli: percentiles of the kept job's per-resample best scores
+    boot = summary.bootstrap
+    for source, variant, job in (("b", "imagenet", "metric=rsa,weights=imagenet"),
+                                 ("gist", "baseline", "metric=rsa,weights=imagenet"),
+                                 ("c", "random seed 1", "metric=rsa,weights=random")):
+        x = boot[(boot["job"] == job) & (boot["source"] == source) & (boot["target_layer"] == "VISl")]["score"]
+        row = got.loc[("rsa", variant, source, "VISl")]
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(np.quantile(x, [0.025, 0.975])))
+    # baselines vs trained vs random: the mean over models of the max, per region
+    groups = pd.read_csv(files["groups"]).set_index(["metric", "target_layer", "group"])
+    assert set(groups.index.get_level_values("group")) == {"baseline", "trained", "random"}
+    g = groups.loc[("regression_loo", "VISal", "baseline")]
+    assert g["n_models"] == 4 and g["ceiling"] == 0.5
+    assert g["score"] == pytest.approx(got.loc[("regression_loo", "baseline", slice(None), "VISal"), "score"].mean())
+    assert g["ci_low"] <= g["score"] <= g["ci_high"]
+    # RSA vs regression: Spearman of the two rankings of the 10 models, per region and of the mean over regions
+    ranks = pd.read_csv(files["rank_agreement"])
+    wide = got["score"].unstack("metric")
+    for region in REGIONS:
+        w = wide.xs(region, level="target_layer")
+        row = ranks[(ranks["models"] == "all models") & (ranks["target_layer"] == region)].iloc[0]
+        assert row["n_models"] == 10
+        assert row["spearman_r"] == pytest.approx(stats.spearmanr(w["rsa"], w["regression_loo"])[0])
+    mean = wide.groupby(["variant", "source"]).mean()
+    row = ranks[(ranks["models"] == "all models") & (ranks["target_layer"] == "mean over regions")].iloc[0]
+    assert row["spearman_r"] == pytest.approx(stats.spearmanr(mean["rsa"], mean["regression_loo"])[0])
+    assert set(ranks["models"]) == {"all models", "imagenet", "random seed 1", "baseline"}
 
 
 # --------------------------------------------------------------------------- the experiment configs
 
 
 def test_every_analysis_has_a_quick_and_a_full_variant():
-    assert ANALYSES == ["fig2", "fig3", "fig4", "fig5", "fig6", "mouse"]
+    assert ANALYSES == ["fig2", "fig3", "fig4", "fig5", "fig6", "mouse", "mouse_recording"]
     assert EXPERIMENTS == sorted([*ANALYSES, *(f"{a}_quick" for a in ANALYSES)])
 
 
@@ -250,16 +354,43 @@ def test_experiment_composes_and_names_its_analysis(name):
     assert raw.hydra.sweep.dir == f"outputs/experiments/{name}"
     params = {str(k): str(v) for k, v in raw.hydra.sweeper.params.items()}
     assert params, "an analysis is a sweep"
-    check_overrides([f"experiment={name}", *(f"{k}={v}" for k, v in params.items())])
-    cfg = compose([f"experiment={name}"])
+    user = USER.get(name, [])
+    check_overrides([f"experiment={name}", *user, *(f"{k}={v}" for k, v in params.items())])
+    cfg = compose([f"experiment={name}", *user])
     run = schema.load(cfg)
     draw = get_method(cfg.analysis)
     assert list(inspect.signature(draw).parameters) == ["summary", "out_dir"]
     if name.endswith("_quick"):
-        assert run.weights == "random" and run.dataset.n_images == 16 and run.logger.kind == "none"
-        assert run.extraction.batch_size == 16 and not run.plots
+        assert run.weights == "random" and 16 <= run.dataset.n_images <= 32 and run.logger.kind == "none"
+        assert run.extraction.batch_size == run.dataset.n_images and not run.plots
     else:
-        assert "imagenet" in (run.weights, run.target.weights, params.get("weights", ""))
+        assert "imagenet" in (run.weights, getattr(run.target, "weights", None), *params.get("weights", "").split(","))
+
+
+def test_mouse_recording_configs():
+    """The full variant takes the user's recording on the command line (Allen NWB files, or a recording file and
+    its stimuli) and says in one line what is missing; the quick one is a simulated recording with baselines."""
+    from idsim import schema
+    from idsim.config import check_overrides, compose
+
+    sweep = ["weights=imagenet,random", "metric=rsa,regression_loo"]
+    for user, kind in ((USER["mouse_recording"], "AllenConfig"),
+                       (["target=recording", "target.path=resp.nc", "target.stimuli=resp_stimuli"], "RecordingConfig")):
+        check_overrides(["experiment=mouse_recording", *user, *sweep])
+        run = schema.load(compose(["experiment=mouse_recording", *user]))
+        assert type(run.target).__name__ == kind and run.target.min_reliability == 0.8
+        assert set(BASELINES) <= set(run.sources) and len(run.sources) > len(BASELINES)
+    with pytest.raises(IdsimError, match="target.nwb"):
+        schema.load(compose(["experiment=mouse_recording"]))
+    with pytest.raises(IdsimError, match="target.path"):   # a recording file is target=recording's
+        check_overrides(["experiment=mouse_recording", "target.path=resp.nc"])
+    run = schema.load(compose(["experiment=mouse_recording_quick"]))
+    rec = run.target.recording
+    assert rec.trials >= 2 and rec.noise == "poisson" and rec.neurons and rec.min_reliability == 0.8
+    assert rec.seed == run.target.seed == run.dataset.seed == 0
+    assert set(BASELINES) <= set(run.sources) and len(run.sources) - len(BASELINES) >= 2
+    params = OmegaConf.load(ROOT / "conf" / "experiment" / "mouse_recording_quick.yaml").hydra.sweeper.params
+    assert str(params.metric) == "rsa,regression_loo" and len(str(params.seed).split(",")) == 2
 
 
 # --------------------------------------------------------------------------- quick variants end to end
@@ -364,3 +495,58 @@ def test_quick_mouse(tmp_path):
     for d in (tmp_path / "s").glob("metric=*"):
         cfg = OmegaConf.load(d / "config.yaml")
         assert cfg.target.seed == 0 and cfg.dataset.seed == 0
+
+
+def check_mouse_recording_quick(sweep: Path, files: dict[str, Path]) -> None:
+    """The per-region tables of ``mouse_recording_quick``: every model x region once, CIs over stimuli, ceilings
+    and neuroids kept as the jobs' ceilings.csv say, and maxima that agree with the jobs' own scores."""
+    assert {"mouse_max_over_layers.csv", "mouse_groups.csv", "mouse_rank_agreement.csv", "mouse_ceilings.csv",
+            "mouse_model_summary.csv", "mouse_rsa_vs_regression.csv", "mouse_regions.png", "mouse_rankings.png",
+            "mouse_depth.png"} <= set(files)
+    cfg = OmegaConf.load(ROOT / "conf" / "experiment" / "mouse_recording_quick.yaml")
+    regions = list(cfg.target.layers)
+    best = pd.read_csv(files["mouse_max_over_layers.csv"])
+    assert set(best["metric"]) == set(mouse.METRICS) and set(best["target_layer"]) == set(regions)
+    assert set(best["variant"]) == {"random seed 2", "random seed 3", "baseline"}
+    assert set(best.loc[best["variant"] == "baseline", "source"]) == set(BASELINES)
+    keys = ["metric", "variant", "source", "target_layer"]
+    assert len(best) == 2 * len(regions) * (3 + 3 + 4) and not best.duplicated(keys).any()
+    # CIs over stimuli (the jobs' bootstrap), ceilings per region and metric, normalised scores
+    assert best[["ci_low", "ci_high", "ceiling"]].notna().all().all() and (best["ci_low"] <= best["ci_high"]).all()
+    assert ((best["ci_low"] <= best["score"]) & (best["score"] <= best["ci_high"])).mean() >= 0.9
+    assert best["ceiling"].between(0, 1).all()
+    assert np.allclose(best["normalized_score"], best["score"] / best["ceiling"])
+    ceilings = pd.read_csv(files["mouse_ceilings.csv"]).drop_duplicates(["metric", "target_layer"])
+    ref = best.merge(ceilings, on=["metric", "target_layer"], suffixes=("", "_job"))
+    assert len(ref) == len(best) and np.allclose(ref["ceiling"], ref["ceiling_job"])
+    assert (ref["n_neuroids"] == ref["n_kept"]).all() and ref["n_kept"].between(1, 100).all()
+    assert (ceilings["n_kept"] < ceilings["n_neuroids"]).any()   # the reliability filter drops neuroids
+    net = best["variant"] != "baseline"
+    assert best.loc[net, "best_layer_relative_depth"].between(0, 1).all()
+    assert best.loc[~net, "best_layer_relative_depth"].isna().all()
+    # the max over layers is the jobs' own: networks from their seed's job, baselines from the first job
+    scores = pd.read_csv(sweep / "summary" / "scores.csv")
+    base = scores[scores["source"].isin(BASELINES) & (scores["metric"] == "rsa")]
+    pair = base.sort_values("seed").groupby(["source", "target_layer"])["score"]
+    assert np.allclose(pair.first(), pair.last())   # the same features in both (rff's seed pinned); RSA: same score
+    raw = scores.assign(variant=mouse.variants(scores))
+    top = raw[~raw["source"].isin(BASELINES) | (raw["seed"] == 1)].groupby(keys)["score"].max()
+    assert np.allclose(best.set_index(keys)["score"], top.loc[best.set_index(keys).index])
+    # baselines vs the two seeds (standing in for trained vs random), and RSA vs regression over 10 models
+    groups = pd.read_csv(files["mouse_groups.csv"])
+    assert set(groups["group"]) == {"baseline", "random"} and len(groups) == 2 * len(regions) * 3
+    assert set(groups.loc[groups["group"] == "baseline", "n_models"]) == {4}
+    assert set(groups.loc[groups["group"] == "random", "n_models"]) == {3}
+    ranks = pd.read_csv(files["mouse_rank_agreement.csv"])
+    every = ranks[ranks["models"] == "all models"]
+    assert len(every) == len(regions) + 1 and set(every["n_models"]) == {10}
+    assert every["spearman_r"].between(-1, 1).all()
+    for d in sweep.glob("metric=*"):
+        job = OmegaConf.load(d / "config.yaml")
+        assert job.target.seed == job.target.recording.seed == job.dataset.seed == job.sources.rff.seed == 0
+
+
+@pytest.mark.slow
+def test_quick_mouse_recording(tmp_path):
+    sweep = tmp_path / "s"
+    check_mouse_recording_quick(sweep, _run_quick("mouse_recording_quick", sweep))

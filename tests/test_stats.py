@@ -173,3 +173,11 @@ def test_summarize_aggregates_a_sweep_over_seeds(tmp_path, capsys):
     assert seeds.loc[0, "n_seeds"] == 3 and seeds.loc[0, "mean_index"] == pytest.approx(0.2)
     assert seeds.loc[0, "fraction_identified"] == pytest.approx(2 / 3)
     assert "index +0.200 +- 0.100" in out and "67% of seeds" in out
+
+
+def test_over_seeds_with_a_swept_metric_groups_by_it_once():
+    ident = pd.DataFrame({"seed": [1, 2, 1, 2], "metric": ["rsa", "rsa", "cka", "cka"], "target": "net",
+                          "target_layer": "a", "target_layer_index": 0, "identifiability_index": [0.1, 0.3, 0.2, 0.4],
+                          "correct": [True, False, True, True]})
+    agg = over_seeds(ident, ["seed", "metric"]).set_index("metric")
+    assert agg.loc["rsa", "mean_index"] == pytest.approx(0.2) and agg.loc["cka", "fraction_identified"] == 1.0
