@@ -145,14 +145,16 @@ def main(argv=None) -> int:
               f" (peak RSS {cold_rss:.0f} MB)")
         print("| model | forward (s) | idsim: extract + score (s) | ratio |\n|---|---|---|---|")
         for label, v in forward.items():
-            key = a.target if label == "target" else label
-            ids = timings.get(f"extract:{key}", 0.0) + timings.get(f"score:{key}", 0.0)
+            ids = timings.get(f"extract:{label}", 0.0) + timings.get(f"score:{label}", 0.0)
             print(f"| {label} | {v['forward_s']:.2f} | {ids:.2f} | {ids / v['forward_s']:.2f} |")
         rest = {k: v for k, v in timings.items() if not k.startswith(("extract:", "score:"))}
         accounted = sum(timings.values())
         print(f"| other phases | | {', '.join(f'{k} {v:.2f}' for k, v in rest.items())};"
               f" start-up and exit {cold_wall - accounted:.2f} | |")
         print(f"| **total** | {total_forward:.2f} | {cold_wall:.2f} (process wall) | **{cold_wall / total_forward:.2f}** |")
+        builds = sum(v["build_s"] for v in forward.values())
+        print(f"the forward passes and building the models: {total_forward + builds:.1f} s; the cold job is"
+              f" {cold_wall / (total_forward + builds):.2f}x that")
         if len(rows) > 1:
             warm_wall = rows[1][1]
             print(f"warm job (everything cached): {warm_wall:.1f} s = {warm_wall / cold_wall:.3f}x the cold job"

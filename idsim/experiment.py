@@ -38,7 +38,8 @@ class ExperimentResult:
 
 
 class Clock(dict):
-    """Seconds per phase of a run (``timings.json``): prepare, extract:<system>, score:<source>, identify, write."""
+    """Seconds per phase of a run (``timings.json``): prepare, extract:target, extract:<source>, score:<source>,
+    identify, write."""
 
     @contextlib.contextmanager
     def __call__(self, key: str):
@@ -64,7 +65,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
     with RunWriter(out, _container(cfg), run.logger, name=f"{target.name}-{metric.name}", plots=run.plots) as writer:
         writer.config(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg)))
         t_plan = metric.plan(systems.TARGET, run.unit_ratio, run.seed)
-        with clock(f"extract:{target.label}"):
+        with clock("extract:target"):
             t_feats, _ = cached_features(target, probe, t_plan, run.extraction, cache)
             ceilings = target.ceilings(metric, t_plan, t_feats, probe, run.extraction)  # None for a network
         units = units_table(t_feats, run.unit_ratio, len(getattr(probe, "unreadable", ())))

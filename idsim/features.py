@@ -123,6 +123,42 @@ def shared_pixels(probe: ProbeSet, num_workers: int = 0, scratch: Path | str | N
     return pixels
 
 
+class Arena:
+    """RAM reused by every extraction of a run for its exact values (within ``ram_budget``).
+
+    Fresh memory costs a page fault per 4 KiB the first time it is written (measured here: about
+    2 s per GB, as much as a small model's forward passes), so the stores of the run's later models
+    reuse the pages of the earlier ones. It lives on the run's probe set object (like its shared
+    pixels) and goes with it.
+    """
+
+    def __init__(self):
+        self.buffer = np.empty(0, dtype=np.uint8)
+        self.offset = 0
+
+    @classmethod
+    def of(cls, probe) -> "Arena":
+        arena = getattr(probe, "_idsim_arena", None)
+        if arena is None:
+            arena = cls()
+            try:
+                probe._idsim_arena = arena
+            except AttributeError:
+                pass
+        arena.offset = 0  # a new extraction: everything before is finalised and copied out
+        return arena
+
+    def take(self, nbytes: int, budget: int) -> np.ndarray | None:
+        """``nbytes`` of reused RAM (64-byte aligned), or None beyond ``budget`` bytes in all."""
+        start = -(-self.offset // 64) * 64
+        if start + nbytes > budget:
+            return None
+        if start + nbytes > self.buffer.size:  # the whole budget at once: pages are faulted in only when written
+            self.buffer = np.empty(budget, dtype=np.uint8)  # (stores still using the old buffer keep it alive)
+        self.offset = start + nbytes
+        return self.buffer[start:start + nbytes]
+
+
 def _unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
@@ -189,9 +225,13 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
         # on a GPU, exact values stay there (half of its free memory at the start), so no batch goes to the host
         device_left = [torch.cuda.mem_get_info(dev)[0] // 2 if dev.type == "cuda" else 0]
 
+        arena = Arena.of(probe)
+
         def store(units: np.ndarray, name: str, width: int) -> UnitStore:
+            nbytes = n * units.size * 4
+            buffer = arena.take(nbytes, ram_budget) if dev.type == "cpu" and nbytes <= ram_left[0] else None
             st = UnitStore(n, units, scratch=tmp, ram_budget=ram_left[0], name=name, n_features=width, device=dev,
-                           device_budget=device_left[0])
+                           device_budget=device_left[0], buffer=buffer)
             if isinstance(st.data, torch.Tensor):
                 device_left[0] -= st.data.numel() * 4
             elif st.path is None:

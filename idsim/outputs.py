@@ -102,7 +102,8 @@ class RunWriter:
         OmegaConf.save(cfg, self.out / "config.yaml", resolve=True)
 
     def timings(self, seconds: Mapping[str, float]) -> None:
-        """``timings.json``: seconds per phase of the run (prepare, extract:<system>, score:<source>, identify, write)."""
+        """``timings.json``: seconds per phase of the run (prepare, extract:target, extract:<source>, score:<source>,
+        identify, write)."""
         import json
 
         (self.out / "timings.json").write_text(json.dumps({k: round(v, 4) for k, v in seconds.items()}, indent=1) + "\n")

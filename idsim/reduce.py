@@ -49,37 +49,37 @@ def jl_dim(n_samples: int, eps: float = 0.1) -> int:
     return int(4 * math.log(n_samples) / (eps**2 / 2 - eps**3 / 3))
 
 
-def sparse_projection_matrix(n_features: int, n_components: int, seed: int, density: float | None = None) -> sp.csr_matrix:
+def sparse_projection_matrix(n_features: int, n_components: int, seed: int, density: float | None = None) -> sp.csc_matrix:
     """A sparse random projection matrix (n_features x n_components), Li et al. 2006 / Achlioptas.
 
     Entries are 0 with probability 1 - density and +-1/sqrt(density * n_components) otherwise,
     with density 1/sqrt(n_features) by default: the distribution of scikit-learn's
-    ``SparseRandomProjection(density="auto")``, so that E[||x S||^2] = ||x||^2.
+    ``SparseRandomProjection(density="auto")``, so that E[||x S||^2] = ||x||^2. Built column by
+    column (CSC; its transpose is the CSR a projection multiplies with), rows distinct within a column.
     """
     if density is None:
         density = 1.0 / math.sqrt(n_features)
     rng = np.random.default_rng([int(seed), n_features, n_components])
     counts = rng.binomial(n_features, density, size=n_components)
-    rows = np.concatenate([rng.choice(n_features, size=c, replace=False) for c in counts]) if n_features < 50_000 \
-        else _distinct_rows(rng, n_features, counts)
-    cols = np.repeat(np.arange(n_components, dtype=np.int64), counts)
+    if n_features < 1000:
+        rows = np.concatenate([np.sort(rng.choice(n_features, size=c, replace=False)) for c in counts])
+    else:
+        rows = _distinct_sorted_rows(rng, n_features, counts)
     scale = np.float32(1.0 / math.sqrt(density * n_components))
     vals = np.where(rng.random(rows.size) < 0.5, -scale, scale).astype(np.float32)
-    return sp.csr_matrix((vals, (rows, cols)), shape=(n_features, n_components))
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return sp.csc_matrix((vals, rows, indptr), shape=(n_features, n_components))
 
 
-def _distinct_rows(rng: np.random.Generator, n: int, counts: np.ndarray) -> np.ndarray:
-    """Row indices, distinct within each column, for large n: draw all at once, redraw the rare collisions."""
-    cols = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
-    rows = rng.integers(0, n, size=cols.size)
+def _distinct_sorted_rows(rng: np.random.Generator, n: int, counts: np.ndarray) -> np.ndarray:
+    """Row indices for each column in turn, sorted and distinct within a column (the rare collisions redrawn)."""
+    key = np.repeat(np.arange(counts.size, dtype=np.int64), counts) * n + rng.integers(0, n, size=int(counts.sum()))
     while True:
-        key = cols * n + rows
-        order = np.argsort(key, kind="stable")
-        dup = np.zeros(key.size, dtype=bool)
-        dup[order[1:]] = key[order[1:]] == key[order[:-1]]
-        if not dup.any():
-            return rows
-        rows[dup] = rng.integers(0, n, size=int(dup.sum()))
+        key.sort()  # by column, then row
+        dup = np.flatnonzero(key[1:] == key[:-1]) + 1
+        if not dup.size:
+            return key % n
+        key[dup] = (key[dup] // n) * n + rng.integers(0, n, size=dup.size)
 
 
 def to_numpy(x) -> np.ndarray:
@@ -93,7 +93,7 @@ class UnitStore:
 
     def __init__(self, n_images: int, units: np.ndarray, scratch: Path | None = None, ram_budget: int = DEFAULT_RAM_BUDGET,
                  name: str = "layer", n_features: int | None = None, device: torch.device | None = None,
-                 device_budget: int = 0):
+                 device_budget: int = 0, buffer: np.ndarray | None = None):
         self.units = np.asarray(units)
         self.n_images = n_images
         shape = (n_images, self.units.size)
@@ -106,6 +106,8 @@ class UnitStore:
             scratch.mkdir(parents=True, exist_ok=True)
             self.path = scratch / f"{name.replace('/', '_')}.{id(self):x}.f32"
             self.data = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=shape)
+        elif buffer is not None:  # RAM already faulted in by an earlier model of the run (see features.Arena)
+            self.data = buffer[:nbytes].view(np.float32).reshape(shape)
         else:
             self.data = np.empty(shape, dtype=np.float32)
         if isinstance(self.data, np.ndarray):
@@ -125,7 +127,8 @@ class UnitStore:
                 self._index = torch.as_tensor(self.units, device=acts.device)
             acts = acts.index_select(1, self._index)
         acts = acts.to(torch.float32)
-        s, lo, hi = acts.sum(0).to(torch.float64), acts.amin(0), acts.amax(0)  # a batch sums exactly enough in float32
+        s = acts.sum(0).to(torch.float64)  # a batch sums exactly enough in float32
+        lo, hi = torch.aminmax(acts, dim=0)
         if self._sum is None:
             self._sum, self._min, self._max = s, lo, hi
         else:
@@ -165,10 +168,11 @@ class UnitStats:
         self._max: torch.Tensor | None = None
 
     def update(self, acts: torch.Tensor, rows: slice) -> None:
-        if self._index is None or self._index.device != acts.device:
-            self._index = torch.as_tensor(self.units, device=acts.device)
-        acts = acts.index_select(1, self._index)
-        lo, hi = acts.amin(0), acts.amax(0)
+        if self.units.size != acts.shape[1]:  # a sample of the units (else every unit, in order)
+            if self._index is None or self._index.device != acts.device:
+                self._index = torch.as_tensor(self.units, device=acts.device)
+            acts = acts.index_select(1, self._index)
+        lo, hi = torch.aminmax(acts, dim=0)
         if self._min is None:
             self._min, self._max = lo, hi
         else:
@@ -194,11 +198,11 @@ class SparseProjection:
         self.units = None if units is None or units.size == n_features else np.asarray(units)
         width = n_features if self.units is None else self.units.size
         matrix = sparse_projection_matrix(width, n_components, seed=layer_rng(seed, layer, purpose).integers(2**31))
-        self._t = matrix.T.tocsr()  # components x features, for a row-major product
-        self._t.indices = self._t.indices.astype(np.int32, copy=False)
+        self._t = matrix.T  # components x features (CSR), for a row-major product
         self.n_components = n_components
         self.row_centre = row_centre
         self.data = np.empty((n_images, n_components), dtype=np.float32)
+        self._host = torch.from_numpy(self.data)
         self._torch: torch.Tensor | None = None
         self._index: torch.Tensor | None = None
 
@@ -215,15 +219,19 @@ class SparseProjection:
         acts = acts.to(torch.float32)
         if self.row_centre:
             acts = acts - acts.mean(1, keepdim=True)
-        if acts.device.type == "cuda":
-            if self._torch is None:
-                t = self._t
+        if self._torch is None or self._torch.device != acts.device:  # torch's sparse kernels on the CPU and the GPU
+            import warnings
+
+            t = self._t
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # sparse CSR "beta" notices
                 self._torch = torch.sparse_csr_tensor(
                     torch.from_numpy(t.indptr.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64)),
                     torch.from_numpy(t.data), size=t.shape, device=acts.device)
-            if isinstance(self.data, np.ndarray):  # kept on the GPU: no host round-trip per batch
+        projected = (self._torch @ acts.T).T
+        if acts.device.type != "cpu":  # kept on the GPU: no host round-trip per batch
+            if isinstance(self.data, np.ndarray):
                 self.data = torch.empty(self.data.shape, dtype=torch.float32, device=acts.device)
-            self.data[rows] = (self._torch @ acts.T).T
+            self.data[rows] = projected
         else:
-            x = acts.numpy()
-            self.data[rows] = (self._t @ x.T).T
+            self._host[rows] = projected

@@ -93,41 +93,100 @@ def cka_matrix(source_grams: list[np.ndarray], target_grams: list[np.ndarray], d
     return S @ T.T
 
 
-def _resampled(grams: np.ndarray, idx: np.ndarray, debiased: bool) -> np.ndarray:
-    """(chunk, layers, n*n) normalised centred Grams of each resample (rows/columns ``idx``) of each layer."""
-    K = grams[:, idx[:, :, None], idx[:, None, :]].transpose(1, 0, 2, 3)  # (chunk, layers, n, n)
-    n = idx.shape[1]
-    if debiased:  # U-centring; pairs of an image with its own copy are left out like the diagonal
-        exclude = (idx[:, :, None] == idx[:, None, :])[:, None]
-        K = np.where(exclude, 0.0, K)
-        r = K.sum(-1)
-        s = r.sum(-1)
-        K = K - r[..., :, None] / (n - 2) - r[..., None, :] / (n - 2) + (s / ((n - 1) * (n - 2)))[..., None, None]
-        K = np.where(exclude, 0.0, K)
-    else:  # double centring: the Gram of the resample's column-centred features
-        r = K.mean(-1)
-        K = K - r[..., :, None] - r[..., None, :] + r.mean(-1)[..., None, None]
-    K = K.reshape(K.shape[0], K.shape[1], -1)
-    norm = np.sqrt(np.einsum("clk,clk->cl", K, K))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return K / norm[..., None]
+def resample_counts(resamples: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) float64: how often each resample draws each of the n stimuli."""
+    return np.stack([np.bincount(r, minlength=n) for r in np.asarray(resamples)]).astype(np.float64)
+
+
+def _dot(C: np.ndarray, X: np.ndarray, Y: np.ndarray, pairs: bool) -> np.ndarray:
+    """sum_n C[b,n] X[b,i,n] Y[b,j,n]: (b, i, j) for every pair, or (b, i) for i = j."""
+    if pairs:
+        return (X * C[:, None, :]) @ Y.transpose(0, 2, 1)
+    return np.einsum("bn,bin,bin->bi", C, X, Y)
+
+
+def _gc(C: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """(b, L, n): every layer's G c for every resample, as one GEMM (Grams are symmetric)."""
+    L, n, _ = G.shape
+    return (C @ G.transpose(1, 0, 2).reshape(n, L * n)).reshape(len(C), L, n)
+
+
+def _t1(C: np.ndarray, A: np.ndarray, B: np.ndarray | None) -> np.ndarray:
+    """c^T (A_i o B_j) c for every resample: (b, i, j); with ``B`` None, (b, i) for A_i o A_i."""
+    if B is None:
+        return np.einsum("blm,bm->bl", _gc(C, A * A), C)
+    out = np.empty((C.shape[0], len(A), len(B)))
+    for i in range(len(A)):
+        out[:, i, :] = np.einsum("bjm,bm->bj", _gc(C, A[i][None] * B), C)
+    return out
+
+
+def _hsic(C: np.ndarray, A: np.ndarray, B: np.ndarray | None, sa: dict, sb: dict, debiased: bool) -> np.ndarray:
+    """HSIC of every layer pair (A_i, B_j) on every resample, up to a factor common to all pairs.
+
+    ``sa``/``sb`` hold each layer's per-resample vectors: ``k = G c`` (biased) or the U-centring's
+    row terms (debiased). Without a second set (``B`` None) only the pairs (i, i) of ``A``.
+    """
+    pairs = B is not None
+    N = float(C.shape[1])
+    t1 = _t1(C, A, B)
+    if pairs:
+        col = lambda x: x[:, :, None]  # noqa: E731 - a per-layer value of A, against every layer of B
+        row = lambda x: x[:, None, :]  # noqa: E731
+    else:
+        col = row = lambda x: x  # noqa: E731
+    if not debiased:
+        # weighted double centring: sum_ab c_a c_b A_ab B~_ab = t1 - 2/N sum_a c_a k_a l_a + (c.k)(c.l)/N^2
+        return t1 - 2.0 / N * _dot(C, sa["k"], sb["k"], pairs) + col(sa["ck"]) * row(sb["ck"]) / N**2
+    # U-centring of the resampled Gram with the pairs of an image with its own copy left out (see u_centre):
+    # with rho = G° c (G° the Gram without its diagonal), alpha = rho / (N - 2), beta = c.rho / ((N-1)(N-2)),
+    # sum_{a != b} c_a c_b (A°_ab - alpha_a - alpha_b + beta)(B°_ab - gamma_a - gamma_b + delta), expanded
+    A_b, B_b = col(sa["beta"]), row(sb["beta"])
+    full = (t1 - 2 * _dot(C, sa["rho"], sb["alpha"], pairs) - 2 * _dot(C, sa["alpha"], sb["rho"], pairs)
+            + B_b * col(sa["S"]) + A_b * row(sb["S"]) + 2 * N * _dot(C, sa["alpha"], sb["alpha"], pairs)
+            + 2 * col(sa["ca"]) * row(sb["ca"]) - 2 * N * B_b * col(sa["ca"]) - 2 * N * A_b * row(sb["ca"])
+            + N**2 * A_b * B_b)
+    diag = _dot(C * C, sa["beta"][..., None] - 2 * sa["alpha"], sb["beta"][..., None] - 2 * sb["alpha"], pairs)
+    return full - diag
+
+
+def _layer_terms(C: np.ndarray, G: np.ndarray, debiased: bool) -> dict:
+    """Per-resample vectors of every layer's Gram ``G`` (L, n, n) for :func:`_hsic`."""
+    k = _gc(C, G)                                                # G c
+    if not debiased:
+        return {"k": k, "ck": np.einsum("bn,bln->bl", C, k)}
+    N = float(C.shape[1])
+    S = np.einsum("bn,bln->bl", C, k)
+    alpha, beta = k / (N - 2), S / ((N - 1) * (N - 2))
+    return {"rho": k, "S": S, "alpha": alpha, "beta": beta, "ca": np.einsum("bn,bln->bl", C, alpha)}
 
 
 def cka_bootstrap(source_grams: list[np.ndarray], target_grams: list[np.ndarray], resamples: np.ndarray,
                   debiased: bool = False, chunk_bytes: int = 256 * 2**20) -> np.ndarray:
     """CKA of every layer pair on each resample of the stimuli: (n_resamples, n_source, n_target).
 
-    A resample's Gram is the rows and columns it draws (with repeats) of each layer's Gram,
-    centred again (biased CKA: exactly CKA of the resampled features); for debiased CKA the
-    pairs of an image with its own copy are left out like the diagonal.
+    Biased CKA is exactly CKA of the resampled features (their Gram is the rows and columns drawn,
+    centred again). For debiased CKA the pairs of an image with its own copy are left out like
+    the diagonal (:func:`u_centre` with ``exclude``); counting them would drift the resampled
+    scores towards the biased form. Nothing n x n is built per resample: a resample is a vector of
+    counts c, and every term is a product with c (c^T (K o L) c, K c...), so B resamples cost
+    about B n^2 per layer pair, as GEMMs.
     """
-    S, T = np.stack(source_grams), np.stack(target_grams)
-    out = np.empty((len(resamples), len(S), len(T)))
+    S, T = np.stack(source_grams).astype(np.float64), np.stack(target_grams).astype(np.float64)
     n = S.shape[-1]
-    chunk = max(1, chunk_bytes // (8 * (len(S) + len(T)) * n * n))
-    for c in range(0, len(resamples), chunk):
-        idx = resamples[c:c + chunk]
-        out[c:c + chunk] = _resampled(S, idx, debiased) @ _resampled(T, idx, debiased).transpose(0, 2, 1)
+    if debiased:  # the U-statistic never uses a stimulus with itself: diagonals out (copies: in _hsic)
+        S, T = S.copy(), T.copy()
+        S[:, np.arange(n), np.arange(n)] = 0.0
+        T[:, np.arange(n), np.arange(n)] = 0.0
+    out = np.empty((len(resamples), len(S), len(T)))
+    chunk = max(1, chunk_bytes // (8 * 8 * (len(S) + len(T)) * n))
+    for c0 in range(0, len(resamples), chunk):
+        C = resample_counts(resamples[c0:c0 + chunk], n)
+        sa, sb = _layer_terms(C, S, debiased), _layer_terms(C, T, debiased)
+        num = _hsic(C, S, T, sa, sb, debiased)
+        ss, tt = _hsic(C, S, None, sa, sa, debiased), _hsic(C, T, None, sb, sb, debiased)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[c0:c0 + chunk] = num / np.sqrt(np.clip(ss, 0, None)[:, :, None] * np.clip(tt, 0, None)[:, None, :])
     return out
 
 

@@ -118,38 +118,60 @@ def rsa_matrix(source_rdms: list[np.ndarray], target_rdms: list[np.ndarray], com
     return S @ T.T
 
 
-def _resampled_rdms(rdms: np.ndarray, n: int, idx: np.ndarray, compare: str) -> np.ndarray:
-    """(layers, chunk, pairs) standardised RDM vectors of each resample; self-pairs of a resample are zeros."""
-    I, J = np.triu_indices(n, k=1)
-    a, b = idx[:, I], idx[:, J]                    # the images each resampled pair compares
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    valid = lo != hi                               # pairs of an image with its own copy are left out
-    k = np.where(valid, n * lo - lo * (lo + 1) // 2 + (hi - lo - 1), 0)
-    V = np.where(valid[None], rdms[:, k], np.nan)
-    if compare == "spearman":
-        from scipy.stats import rankdata
+def _weighted_ranks(V: np.ndarray, groups: list[np.ndarray], W: np.ndarray) -> np.ndarray:
+    """(b, L, p): the average rank of every pair's value in the multiset where it appears W[b, pair] times.
 
-        V = rankdata(V, axis=-1, nan_policy="omit")
-    V = np.where(valid[None], V - np.nanmean(V, axis=-1, keepdims=True), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return V / np.sqrt(np.einsum("lcp,lcp->lc", V, V))[..., None]
+    ``groups[l]``: each pair's index among layer l's sorted distinct values (ties share one).
+    """
+    import scipy.sparse as sp
+
+    out = np.empty((W.shape[0], len(V), V.shape[1]))
+    for layer, g in enumerate(groups):
+        onehot = sp.csr_matrix((np.ones(g.size), (np.arange(g.size), g)), shape=(g.size, int(g.max()) + 1))
+        wg = np.asarray((onehot.T @ W.T).T)          # (b, distinct values): each value's total weight
+        out[:, layer] = (np.cumsum(wg, 1) - wg + (wg + 1) / 2)[:, g]
+    return out
 
 
 def rsa_bootstrap(source_rdms: list[np.ndarray], target_rdms: list[np.ndarray], resamples: np.ndarray,
                   compare: str = "pearson", chunk_bytes: int = 256 * 2**20) -> np.ndarray:
     """RSA of every layer pair on each resample of the stimuli: (n_resamples, n_source, n_target).
 
-    A resample compares the RDM entries of the image pairs it draws (a pair drawn twice counts
-    twice); pairs of a resampled image with its own copy are left out.
+    A resample compares the RDM entries of the image pairs it draws: the pair of images a, b
+    appears c_a c_b times (c: how often each image is drawn); pairs of a resampled image with its
+    own copy are left out. So each resample is a weighted Pearson (or, on weighted average ranks,
+    Spearman) correlation of the RDM vectors, computed for all layers at once from the weights.
     """
-    S, T = np.stack(source_rdms), np.stack(target_rdms)
+    from .cka import resample_counts
+
+    S, T = np.stack(source_rdms).astype(np.float64), np.stack(target_rdms).astype(np.float64)
     n = int(round((1 + np.sqrt(1 + 8 * S.shape[1])) / 2))
+    I, J = np.triu_indices(n, k=1)
+    spearman = compare == "spearman"
+    if spearman:
+        sg = [np.unique(v, return_inverse=True)[1] for v in S]
+        tg = [np.unique(v, return_inverse=True)[1] for v in T]
     out = np.empty((len(resamples), len(S), len(T)))
-    chunk = max(1, chunk_bytes // (8 * 3 * (len(S) + len(T)) * S.shape[1]))
-    for c in range(0, len(resamples), chunk):
-        idx = resamples[c:c + chunk]
-        out[c:c + chunk] = np.einsum("scp,tcp->cst", _resampled_rdms(S, n, idx, compare),
-                                     _resampled_rdms(T, n, idx, compare), optimize=True)
+    per = S.shape[1] * 8 * (3 + (len(S) + len(T) if spearman else 0))
+    chunk = max(1, chunk_bytes // per)
+    for c0 in range(0, len(resamples), chunk):
+        C = resample_counts(resamples[c0:c0 + chunk], n)
+        W = C[:, I] * C[:, J]                          # (b, pairs)
+        tot = W.sum(1)
+        if spearman:
+            RS, RT = _weighted_ranks(S, sg, W), _weighted_ranks(T, tg, W)
+            cS = RS - (np.einsum("bp,blp->bl", W, RS) / tot[:, None])[:, :, None]
+            cT = RT - (np.einsum("bp,blp->bl", W, RT) / tot[:, None])[:, :, None]
+            wS = cS * W[:, None, :]
+            num = wS @ cT.transpose(0, 2, 1)
+            vs, vt = np.einsum("bip,bip->bi", wS, cS), np.einsum("bp,bjp,bjp->bj", W, cT, cT)
+        else:
+            ms, mt = (W @ S.T) / tot[:, None], (W @ T.T) / tot[:, None]
+            num = np.einsum("bp,ip,jp->bij", W, S, T, optimize=True) - tot[:, None, None] * ms[:, :, None] * mt[:, None, :]
+            vs = np.einsum("bp,ip,ip->bi", W, S, S) - tot[:, None] * ms**2
+            vt = np.einsum("bp,jp,jp->bj", W, T, T) - tot[:, None] * mt**2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[c0:c0 + chunk] = num / np.sqrt(vs[:, :, None] * vt[:, None, :])
     return out
 
 
