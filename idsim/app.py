@@ -103,6 +103,9 @@ def launch(main, argv: list[str] | None = None) -> None:
     followed by one line per failed job.
     """
     argv = sys.argv[1:] if argv is None else argv
+    from .procs import tune_malloc
+
+    tune_malloc()
     try:
         check_overrides(argv)
         if "--help" in argv or "-h" in argv:  # Hydra's own help lists every option of every group: slow and long

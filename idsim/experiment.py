@@ -8,7 +8,6 @@ identify, write.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -89,8 +88,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
                 if res.boot is not None:  # each source's best score per target layer and resample (bootstrap.csv)
                     writer.add_bootstrap(stats.best_per_resample(res.boot, t_feats.layer_names).assign(
                         metric=metric.name, source=source.label, target=target.name, **source.columns()))
-                del s_feats, res
-                gc.collect()
+                del s_feats, res  # freed here (reference counting): the next source has the memory
             log.info("scored %s: best %.4f", source.label, part["score"].max())
         with clock("identify"):
             scores = writer.scores

@@ -174,38 +174,75 @@ def pearson_columns(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return r
 
 
-def bootstrap_r(predictions: np.ndarray, Y: np.ndarray, folds: np.ndarray, counts: np.ndarray,
-                chunk_bytes: int = 128 * 2**20) -> np.ndarray:
+class BootstrapTargets:
+    """What the bootstrap of held-out r needs of the responses Y, computed once for every source layer.
+
+    Per fold: the fold's images, their centred responses, and each resample's weighted sums of
+    them (the same for every source layer: the folds and resamples are shared).
+    """
+
+    def __init__(self, Y: np.ndarray, folds: np.ndarray, counts: np.ndarray, budget: int = 512 * 2**20):
+        self.Y = np.asarray(Y, dtype=np.float64)
+        self.counts, self.folds = counts, folds
+        ks = np.unique(folds[folds >= 0])
+        keep = len(ks) * counts.shape[0] * self.Y.shape[1] * 17 <= budget  # else the sums are redone per layer
+        self.parts = [self._part(folds == k) if keep else folds == k for k in ks]
+
+    def _part(self, rows: np.ndarray) -> tuple:
+        Yk = self.Y[rows] - self.Y[rows].mean(0)  # centred first: no cancellation
+        C = self.counts[:, rows].astype(np.float64)
+        W = C.sum(1)[:, None]
+        sy = C @ Yk
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vy = C @ (Yk * Yk) - sy * sy / W
+        tol_y = (1e-10 * np.abs(Yk).max(0, initial=0.0)) ** 2
+        return rows, Yk, C, W, sy, vy, (W >= 2) & (vy > W * tol_y)
+
+    def __iter__(self):
+        for part in self.parts:
+            yield part if isinstance(part, tuple) else self._part(part)
+
+
+def bootstrap_r(predictions: np.ndarray, Y: np.ndarray | BootstrapTargets, folds: np.ndarray | None = None,
+                counts: np.ndarray | None = None) -> np.ndarray:
     """Per-unit held-out Pearson r on resampled images: (n_resamples, m).
 
     ``counts`` (n_resamples, n) says how often each image is drawn. Within each fold, r is the
     Pearson correlation of the held-out predictions with the responses over the fold's images,
     each weighted by its count (= r over the resampled images); fold values are averaged as the
     point estimate averages them. Folds with fewer than two drawn images, and units constant on
-    them, give no value.
+    them, give no value. ``Y`` may be a :class:`BootstrapTargets` made once for many source layers.
     """
-    P, Y = np.asarray(predictions, dtype=np.float64), np.asarray(Y, dtype=np.float64)
-    B, m = counts.shape[0], Y.shape[1]
+    targets = Y if isinstance(Y, BootstrapTargets) else BootstrapTargets(Y, folds, counts)
+    P = np.asarray(predictions, dtype=np.float64)
+    B, m = targets.counts.shape[0], P.shape[1]
     total, n_ok = np.zeros((B, m)), np.zeros((B, m))
-    chunk = max(1, chunk_bytes // (8 * 6 * m))
-    for k in np.unique(folds[folds >= 0]):
-        rows = folds == k
-        Pk, Yk = P[rows] - P[rows].mean(0), Y[rows] - Y[rows].mean(0)  # centred first: no cancellation
+    for rows, Yk, C, W, sy, vy, ok_y in targets:
+        Pk = P[rows] - P[rows].mean(0)
+        # one GEMM (torch's BLAS) for the three weighted sums of this layer: sum c p, sum c p^2, sum c p y
+        sums = torch.from_numpy(C) @ torch.from_numpy(np.concatenate([Pk, Pk * Pk, Pk * Yk], axis=1))
+        sp, spp, spy = (x.numpy() for x in sums.split(m, dim=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vp = spp - sp * sp / W
+            r = (spy - sp * sy / W) / np.sqrt(vp * vy)
         tol_p = (1e-10 * np.abs(Pk).max(0, initial=0.0)) ** 2
-        tol_y = (1e-10 * np.abs(Yk).max(0, initial=0.0)) ** 2
-        for c in range(0, B, chunk):
-            C = counts[c:c + chunk][:, rows].astype(np.float64)
-            W = C.sum(1)[:, None]
-            sp, sy = C @ Pk, C @ Yk
-            with np.errstate(invalid="ignore", divide="ignore"):
-                vp = C @ (Pk * Pk) - sp * sp / W
-                vy = C @ (Yk * Yk) - sy * sy / W
-                r = (C @ (Pk * Yk) - sp * sy / W) / np.sqrt(vp * vy)
-            ok = (W >= 2) & (vp > W * tol_p) & (vy > W * tol_y) & np.isfinite(r)
-            total[c:c + chunk] += np.where(ok, r, 0.0)
-            n_ok[c:c + chunk] += ok
+        ok = ok_y & (vp > W * tol_p) & np.isfinite(r)
+        total += np.where(ok, r, 0.0)
+        n_ok += ok
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_ok > 0, total / n_ok, np.nan)
+
+
+def nanmedian_rows(R: np.ndarray) -> np.ndarray:
+    """Median of each row ignoring NaN (NaN for an all-NaN row), vectorised (np.nanmedian loops over rows)."""
+    S = np.sort(R, axis=1)  # NaN sort last
+    k = np.isfinite(S).sum(1)
+    lo, hi = np.maximum((k - 1) // 2, 0), np.maximum(k // 2, 0)
+    rows = np.arange(len(S))
+    with np.errstate(invalid="ignore"):
+        med = 0.5 * (S[rows, lo] + S[rows, hi])
+    med[k == 0] = np.nan
+    return med
 
 
 def _check_alphas(alphas) -> np.ndarray:

@@ -84,7 +84,7 @@ class Regression(Metric):
               resamples: np.ndarray | None = None) -> LayerScores:
         """Median held-out r per layer pair; with ``resamples``, the same on each resample of the images:
         every unit's held-out predictions re-weighted by how often the resample draws each image (no refit)."""
-        from ._ridge import bootstrap_r, fit_predict_cv
+        from ._ridge import BootstrapTargets, bootstrap_r, fit_predict_cv, nanmedian_rows
 
         o = self.options
         Ys = self._layers(target, self.name, "units", TARGET)
@@ -94,35 +94,20 @@ class Regression(Metric):
         A = np.full_like(S, np.nan)
         boot = None if resamples is None else np.full((len(resamples), *S.shape), np.nan)
         counts = None if resamples is None else np.stack([np.bincount(r, minlength=Y.shape[0]) for r in resamples])
+        targets = None  # the responses' side of the bootstrap, shared by every source layer (same folds)
         for i, X in enumerate(self._layers(source, self.name, "features", SOURCE)):
             res = fit_predict_cv(X, Y, cv=o.cv, alphas=o.alphas, seed=seed, device=device, precision=o.precision,
                                  standardize=o.standardize, keep_predictions=boot is not None)
-            R = None if boot is None else bootstrap_r(res.predictions, Y, res.folds, counts)
+            if boot is not None and targets is None:
+                targets = BootstrapTargets(Y, res.folds, counts)
+            R = None if boot is None else bootstrap_r(res.predictions, targets)
             for j in range(len(Ys)):
                 r = res.r[bounds[j]:bounds[j + 1]]
                 S[i, j] = np.nanmedian(r) if np.isfinite(r).any() else np.nan
                 A[i, j] = np.median(res.alpha[bounds[j]:bounds[j + 1]])
                 if R is not None:
-                    with np.errstate(all="ignore"), _quiet():
-                        boot[:, i, j] = np.nanmedian(R[:, bounds[j]:bounds[j + 1]], axis=1)
+                    boot[:, i, j] = nanmedian_rows(R[:, bounds[j]:bounds[j + 1]])
         return LayerScores(S, {"median_alpha": A}, boot=boot)
-
-
-def _quiet():
-    import warnings
-
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices (no defined unit on a resample) stay NaN
-
-    class _Exit:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            ctx.__exit__(*exc)
-
-    return _Exit()
 
 
 def neural_regression(X, Y, cv=10, alphas=DEFAULT_ALPHAS, srp_dim=None, seed: int = 0, standardize: bool = True,
