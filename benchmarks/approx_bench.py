@@ -27,12 +27,12 @@ def main(argv=None) -> None:
 
     from idsim import build_model, load_probe_set
     from idsim.features import Plan, extract
-    from idsim.metrics import cka_matrix, rsa_matrix
+    from idsim.metrics import cka_matrix, rdm_from_gram, rsa_matrix
     from idsim.reduce import jl_dim
 
     gram_dim = args.gram_dim if args.gram_dim == "auto" else int(args.gram_dim)
     probe = load_probe_set({"name": "shapes", "n_images": args.n, "seed": 0})
-    plans = {"cka": Plan(gram=True), "rsa": Plan(gram=False, rdm="correlation")}
+    plans = {"cka": Plan(grams=("column",)), "rsa": Plan(grams=("row",))}
     exact = {k: [] for k in plans}
     approx = {k: [] for k in plans}
     widths = []
@@ -43,8 +43,8 @@ def main(argv=None) -> None:
             e = extract(model, probe, plan, batch_size=args.batch_size, progress=False, exact_budget=None)
             a = extract(model, probe, plan, batch_size=args.batch_size, progress=False, exact_budget=1, gram_dim=gram_dim)
             for layer in e.layer_names:
-                exact[kind].append(e[layer].gram if kind == "cka" else e[layer].rdm)
-                approx[kind].append(a[layer].gram if kind == "cka" else a[layer].rdm)
+                exact[kind].append(e[layer].gram if kind == "cka" else rdm_from_gram(e[layer].grams["row"], "correlation"))
+                approx[kind].append(a[layer].gram if kind == "cka" else rdm_from_gram(a[layer].grams["row"], "correlation"))
                 if kind == "cka":
                     widths.append(e[layer].n_units)
         print(f"  {name}: {len(e.layer_names)} layers", flush=True)

@@ -115,20 +115,21 @@ def _pearson(a, b):
 # ----------------------------------------------------------------------------- idsim engine
 def engine_features(layers, plan_kind: str, metric, seed: int, names):
     """Per-layer statistics exactly as the pipeline's extraction leaves them."""
-    from idsim.features import FeatureSet, LayerData
-    from idsim.metrics.rsa import gram_kind, rdm_from_gram
-    from idsim.reduce import SparseProjection, centred_gram, jl_dim, pattern_gram
+    from idsim.featureset import FeatureSet, LayerData
+    from idsim.gram import centred_gram, pattern_gram
+    from idsim.metrics.rsa import gram_kind
+    from idsim.reduce import SparseProjection, jl_dim
 
     fs = FeatureSet(model="bench", n_images=layers[0].shape[0])
     for name, X in zip(names, layers):
         n, p = X.shape
         d = LayerData(name=name, n_units=p, n_sampled=p)
         if plan_kind == "gram":
-            d.gram = centred_gram(X)
+            d.grams["column"] = centred_gram(X)
         elif plan_kind == "rdm":
-            d.rdm = rdm_from_gram(pattern_gram(X, gram_kind(metric.rdm)), metric.rdm)
+            d.grams[gram_kind(metric.options.rdm)] = pattern_gram(X, gram_kind(metric.options.rdm))
         elif plan_kind == "features":
-            q = jl_dim(n) if metric.srp_dim == "auto" else int(metric.srp_dim)
+            q = jl_dim(n) if metric.options.srp_dim == "auto" else int(metric.options.srp_dim)
             if p > q:
                 proj = SparseProjection(n, p, q, seed, name)
                 for c in range(0, n, 64):  # the pipeline projects batch by batch during extraction
@@ -143,11 +144,10 @@ def engine_features(layers, plan_kind: str, metric, seed: int, names):
 
 
 def run_metric(name: str, sources, targets, args) -> dict:
-    from idsim.scoring import Metric, score_layers
+    from idsim import load_metric
+    from idsim.scoring import score_layers
 
-    metric = Metric.from_config(name)
-    if metric.kind == "regression":
-        metric = Metric(**{**metric.__dict__, "precision": args.precision})
+    metric = load_metric(name, **({"precision": args.precision} if name.startswith("regression") else {}))
     s_names = [f"s{i}" for i in range(len(sources))]
     t_names = [f"t{j}" for j in range(len(targets))]
     kind = {"cka": "gram", "rsa": "rdm", "regression": "features"}[metric.kind]
@@ -167,14 +167,14 @@ def run_metric(name: str, sources, targets, args) -> dict:
         for i, x in enumerate(sources):
             x64 = x.astype(np.float64)
             if metric.kind == "cka":
-                ref[i, j] = (ref_debiased_cka if metric.debiased else ref_cka)(x64, y64)
+                ref[i, j] = (ref_debiased_cka if metric.options.debiased else ref_cka)(x64, y64)
             elif metric.kind == "rsa":
                 ref[i, j] = ref_rsa(x64, y64)
             else:
                 from sklearn.random_projection import johnson_lindenstrauss_min_dim
 
-                q = int(johnson_lindenstrauss_min_dim(x.shape[0], eps=0.1)) if metric.srp_dim == "auto" else metric.srp_dim
-                ref[i, j] = ref_regression(x64, y64, metric.cv, list(metric.alphas), q, args.seed)
+                q = int(johnson_lindenstrauss_min_dim(x.shape[0], eps=0.1)) if metric.options.srp_dim == "auto" else metric.options.srp_dim
+                ref[i, j] = ref_regression(x64, y64, metric.options.cv, list(metric.options.alphas), q, args.seed)
     ref_s = time.perf_counter() - t0
     scale = len(targets) / len(ref_targets)
     done = np.isfinite(ref)

@@ -50,11 +50,11 @@ def child(mode: str, model_name: str, n: int, batch: int, cache_dir: str, exact_
             for _, x in iter_batches(model, probe, batch, torch.device("cpu")):
                 net(x)
     elif mode == "streaming":
-        extract(model, probe, Plan(gram=True), batch_size=batch, progress=False, exact_budget=budget)
+        extract(model, probe, Plan(), batch_size=batch, progress=False, exact_budget=budget)
     elif mode == "keep-all":
         import numpy as np
 
-        from idsim.reduce import centred_gram
+        from idsim.gram import centred_gram
 
         store = {name: [] for name in layers}
         modules = dict(model.module.named_modules())
@@ -71,12 +71,12 @@ def child(mode: str, model_name: str, n: int, batch: int, cache_dir: str, exact_
             centred_gram(acts)
             del acts
     else:
-        from idsim.cache import FeatureCache, make_key, model_identity
+        from idsim.cache import FeatureCache, make_key
 
-        plan = Plan(gram=True)
-        key, desc = make_key(model_identity(model_name, model.library, "random", 0, None),
-                             {"name": probe.name, "n_images": n, **probe.identity()}, plan,
-                             {"exact_budget": budget, "gram_dim": "auto", "device": "cpu"})
+        plan = Plan()
+        ident = {"name": model_name, "library": model.library, "weights": "random", "seed": 0, "layers": layers}
+        key, desc = make_key(ident, {"name": probe.name, "n_images": n, **probe.identity()}, plan,
+                             {"exact_max_mb": exact_mb, "gram_dim": "auto", "device": "cpu", "batch_size": batch})
         _, hit = FeatureCache(cache_dir).get_or_compute(
             key, desc, lambda: extract(model, probe, plan, batch_size=batch, progress=False, exact_budget=budget))
         assert hit == (mode == "warm"), f"{mode} run: cache hit={hit}"
