@@ -9,6 +9,7 @@ import pytest
 from conftest import TINY
 from idsim import cache as cache_mod
 from idsim.cache import FeatureCache, make_key
+from idsim.errors import IdsimError
 from idsim.featureset import FeatureSet, LayerData, Plan
 from idsim.schema import NetworkConfig, RunConfig
 from idsim.systems import SOURCE, TARGET, build
@@ -112,16 +113,46 @@ def _save_alexnet_checkpoint(path, seed=0):
     torch.save(build_model("alexnet", seed=seed).module.state_dict(), path)
 
 
-def test_a_change_of_default_layers_is_a_new_key(monkeypatch):
+def test_a_change_of_default_layers_is_a_new_key(monkeypatch, tmp_path):
     """The key holds the resolved layer list: editing a family's defaults needs no manual FORMAT bump."""
     import idsim.layers
+    from idsim import models
 
-    base = network_identity("alexnet")
+    monkeypatch.setenv("IDSIM_CACHE_DIR", str(tmp_path))  # a fresh layout memo
+    base, base_path = network_identity("alexnet"), models._layout_path("alexnet", "torchvision")
     real = idsim.layers.default_layers
     monkeypatch.setattr(idsim.layers, "default_layers", lambda module, name, library: real(module, name, library)[:3])
+    # the edit of layers.py this stands for also changes the layout memo's folder (keyed by that file's bytes)
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: real_read(self) + (b"# edited" if self.name == "layers.py"
+                                                                            else b""))
+    assert models._layout_path("alexnet", "torchvision") != base_path
     changed = network_identity("alexnet")
     assert changed["layers"] == base["layers"][:3]
     assert _key(model=changed) != _key(model=base)
+
+
+def test_layouts_are_remembered_without_importing_the_library(monkeypatch, tmp_path):
+    """A second run checks its layers from the memo: no network is built (no torchvision/timm import)."""
+    from idsim import models
+
+    monkeypatch.setenv("IDSIM_CACHE_DIR", str(tmp_path))
+    first = network_identity("resnet18")
+    assert models._layout_path("resnet18", "torchvision").is_file()
+
+    def no_build(*a, **k):
+        raise AssertionError("a remembered layout was built again")
+
+    monkeypatch.setattr(models, "meta_module", no_build)
+    assert network_identity("resnet18") == first
+    assert network_identity("resnet18", layers=["layer1.0", "fc"])["layers"] == ["layer1.0", "fc"]
+    with pytest.raises(IdsimError, match="has no layer 'layer9'"):
+        network_identity("resnet18", layers=["layer9"])
+    # a damaged memo is rebuilt, never trusted
+    models._layout_path("resnet18", "torchvision").write_text("{not json")
+    monkeypatch.undo()
+    monkeypatch.setenv("IDSIM_CACHE_DIR", str(tmp_path))
+    assert network_identity("resnet18") == first
 
 
 def test_round_trip_and_damaged_entries_are_recomputed(tmp_path):

@@ -111,25 +111,25 @@ class NetworkSystem(System):
 
     def prepare(self) -> None:
         from .. import models
-        from ..layers import default_layers
 
         if self.weights.startswith("imagenet"):  # cached, or downloadable now: else one line at once
             models.check_pretrained(self.name, self.library, models.parse_weights(self.weights)[1])
-        module = models.meta_module(self.name, self.library)
-        if module is None:  # cannot be built weightless: layers are resolved (and checked) on the real network
-            return
         if self.weights != "random" and not self.weights.startswith("imagenet"):
             path = Path(self.weights)
-            models.match_state_dict(module, models.read_state_dict(path, self.name), path, self.name)
-        known = {n for n, _ in module.named_modules() if n}
+            module = models.meta_module(self.name, self.library)
+            if module is not None:
+                models.match_state_dict(module, models.read_state_dict(path, self.name), path, self.name)
+        shape = models.layout(self.name, self.library)
+        if shape is None:  # cannot be built weightless: layers are resolved (and checked) on the real network
+            return
         layers = self.config.layers
         if layers is None:
-            self._layers = list(default_layers(module, self.name, self.library))
+            self._layers = list(shape.default_layers)
             return
         layers = [str(x) for x in layers]
-        bad = [x for x in layers if x not in known]
+        bad = [x for x in layers if x not in shape.modules]
         if bad:
-            close = difflib.get_close_matches(bad[0], sorted(known), n=3, cutoff=0.6)
+            close = difflib.get_close_matches(bad[0], sorted(shape.modules), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise IdsimError(f"{self.name} has no layer {bad[0]!r}{hint} (list them: python -m idsim.models layers"
                              f" {self.name} --all)")
