@@ -174,6 +174,11 @@ def pearson_columns(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return r
 
 
+#: a weighted variance below this fraction of its weighted sum of squares is rounding, not spread: the unit
+#: is constant on the drawn images (e.g. one image drawn twice), and its r is undefined there
+_CANCEL = 1e-12
+
+
 class BootstrapTargets:
     """What the bootstrap of held-out r needs of the responses Y, computed once for every source layer.
 
@@ -192,11 +197,10 @@ class BootstrapTargets:
         Yk = self.Y[rows] - self.Y[rows].mean(0)  # centred first: no cancellation
         C = self.counts[:, rows].astype(np.float64)
         W = C.sum(1)[:, None]
-        sy = C @ Yk
-        with np.errstate(invalid="ignore", divide="ignore"):
-            vy = C @ (Yk * Yk) - sy * sy / W
-        tol_y = (1e-10 * np.abs(Yk).max(0, initial=0.0)) ** 2
-        return rows, Yk, C, W, sy, vy, (W >= 2) & (vy > W * tol_y)
+        sy, syy = torch.from_numpy(C @ Yk), torch.from_numpy(C @ (Yk * Yk))
+        vy = syy - sy * sy / torch.from_numpy(W)
+        ok_y = (vy > _CANCEL * syy).logical_and_(torch.from_numpy(W >= 2))
+        return rows, torch.from_numpy(Yk), torch.from_numpy(C), torch.from_numpy(W), sy, vy, ok_y
 
     def __iter__(self):
         for part in self.parts:
@@ -212,25 +216,27 @@ def bootstrap_r(predictions: np.ndarray, Y: np.ndarray | BootstrapTargets, folds
     each weighted by its count (= r over the resampled images); fold values are averaged as the
     point estimate averages them. Folds with fewer than two drawn images, and units constant on
     them, give no value. ``Y`` may be a :class:`BootstrapTargets` made once for many source layers.
+    The (n_resamples, m) arrays of each fold are updated in place (torch, float64): the cost is a
+    few passes over them per fold, not one temporary array per operation.
     """
     targets = Y if isinstance(Y, BootstrapTargets) else BootstrapTargets(Y, folds, counts)
     P = np.asarray(predictions, dtype=np.float64)
     B, m = targets.counts.shape[0], P.shape[1]
-    total, n_ok = np.zeros((B, m)), np.zeros((B, m))
+    total, n_ok = torch.zeros((B, m), dtype=torch.float64), torch.zeros((B, m), dtype=torch.float64)
     for rows, Yk, C, W, sy, vy, ok_y in targets:
-        Pk = P[rows] - P[rows].mean(0)
-        # one GEMM (torch's BLAS) for the three weighted sums of this layer: sum c p, sum c p^2, sum c p y
-        sums = torch.from_numpy(C) @ torch.from_numpy(np.concatenate([Pk, Pk * Pk, Pk * Yk], axis=1))
-        sp, spp, spy = (x.numpy() for x in sums.split(m, dim=1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            vp = spp - sp * sp / W
-            r = (spy - sp * sy / W) / np.sqrt(vp * vy)
-        tol_p = (1e-10 * np.abs(Pk).max(0, initial=0.0)) ** 2
-        ok = ok_y & (vp > W * tol_p) & np.isfinite(r)
-        total += np.where(ok, r, 0.0)
-        n_ok += ok
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_ok > 0, total / n_ok, np.nan)
+        Pk = torch.from_numpy(P[rows] - P[rows].mean(0))
+        # one GEMM for the three weighted sums of this layer: sum c p, sum c p^2, sum c p y
+        sums = C @ torch.cat([Pk, Pk * Pk, Pk * Yk], dim=1)
+        sp, spp, spy = sums.split(m, dim=1)
+        spw, floor = sp / W, spp * _CANCEL
+        vp = spp.addcmul_(sp, spw, value=-1.0)                  # weighted sum of squares of p about its mean
+        ok = (vp > floor).logical_and_(ok_y)
+        r = spy.addcmul_(spw, sy, value=-1.0).div_(vp.mul_(vy).sqrt_())
+        ok.logical_and_(torch.isfinite(r))
+        total.add_(r.masked_fill_(ok.logical_not(), 0.0))
+        n_ok.add_(ok)
+    out = total.div_(n_ok)  # 0/0: NaN where no fold gave a value
+    return out.masked_fill_(n_ok == 0, float("nan")).numpy()
 
 
 def nanmedian_rows(R: np.ndarray) -> np.ndarray:
