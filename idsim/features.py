@@ -299,6 +299,7 @@ def layer_reducers(layer: str, p: int, n: int, plan: Plan, store, exact_budget: 
     exact = exact_budget is None or n * sampled.size * 4 <= exact_budget
     if plan.grams and exact:  # exact values of the sampled units
         red["units"] = store(sampled, layer, p)
+        red["units"].ranges = plan.drop_constant  # constancy is only needed to drop units
     elif plan.grams:  # too wide for the exact budget: Grams from a sparse random projection
         q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
         if {"column", "raw"} & set(plan.grams):
@@ -306,7 +307,7 @@ def layer_reducers(layer: str, p: int, n: int, plan: Plan, store, exact_budget: 
         if "row" in plan.grams:
             red["row_proj"] = SparseProjection(n, p, q, plan.seed, tagged, units=sampled, row_centre=True,
                                                purpose="gram")
-        red["stats"] = UnitStats(sampled)
+        red["stats"] = UnitStats(sampled, ranges=plan.drop_constant)
     if plan.units:  # target units for regression: a seeded candidate set in random order
         order = layer_rng(plan.seed, layer, "regression-units").permutation(sampled)
         if plan.max_units is not None:
@@ -318,8 +319,11 @@ def layer_reducers(layer: str, p: int, n: int, plan: Plan, store, exact_budget: 
                 red["stats"] = UnitStats(sampled)
     if plan.features:  # regression features: projected if wider than the projection
         q = p if plan.project is None else jl_dim(n) if plan.project == "auto" else int(plan.project)
-        red["features"] = SparseProjection(n, p, q, plan.seed, tagged) if p > q else \
-            store(np.arange(p), layer + ".features", p)
+        if p > q:
+            red["features"] = SparseProjection(n, p, q, plan.seed, tagged)
+        else:
+            red["features"] = store(np.arange(p), layer + ".features", p)
+            red["features"].ranges = False  # source features: constant columns are the ridge's business
     red["sampled"] = sampled
     return red
 

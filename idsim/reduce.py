@@ -119,6 +119,7 @@ class UnitStore:
         self._sum: torch.Tensor | None = None   # float64 column sums, for the mean
         self._min: torch.Tensor | None = None   # column minima and maxima: a unit is constant iff they agree
         self._max: torch.Tensor | None = None
+        self.ranges = True  # track minima and maxima; off where the plan keeps constant units (one pass less)
         self.filled = 0
 
     def update(self, acts: torch.Tensor, rows: slice) -> None:
@@ -128,13 +129,14 @@ class UnitStore:
             acts = acts.index_select(1, self._index)
         acts = acts.to(torch.float32)
         s = acts.sum(0).to(torch.float64)  # a batch sums exactly enough in float32
-        lo, hi = torch.aminmax(acts, dim=0)
-        if self._sum is None:
-            self._sum, self._min, self._max = s, lo, hi
-        else:
-            self._sum += s
-            torch.minimum(self._min, lo, out=self._min)
-            torch.maximum(self._max, hi, out=self._max)
+        self._sum = s if self._sum is None else self._sum.add_(s)
+        if self.ranges:
+            lo, hi = torch.aminmax(acts, dim=0)
+            if self._min is None:
+                self._min, self._max = lo, hi
+            else:
+                torch.minimum(self._min, lo, out=self._min)
+                torch.maximum(self._max, hi, out=self._max)
         if self._host is None:
             self.data[rows] = acts
         else:
@@ -147,7 +149,10 @@ class UnitStore:
         return (self._sum / max(self.filled, 1)).cpu().numpy()
 
     def constant(self) -> np.ndarray:
-        """Boolean mask of units with the same value on every image (zero variance, exactly)."""
+        """Boolean mask of units with the same value on every image (zero variance, exactly); all False when
+        ``ranges`` is off."""
+        if self._min is None:
+            return np.zeros(self.units.size, dtype=bool)
         return (self._min == self._max).cpu().numpy()
 
     def close(self) -> None:
@@ -161,13 +166,16 @@ class UnitStore:
 class UnitStats:
     """Streaming per-unit minimum and maximum of selected units (which are constant), without keeping values."""
 
-    def __init__(self, units: np.ndarray):
+    def __init__(self, units: np.ndarray, ranges: bool = True):
         self.units = np.asarray(units)
+        self.ranges = ranges  # off: nothing is tracked and no unit is constant (plans that keep constant units)
         self._index: torch.Tensor | None = None
         self._min: torch.Tensor | None = None
         self._max: torch.Tensor | None = None
 
     def update(self, acts: torch.Tensor, rows: slice) -> None:
+        if not self.ranges:
+            return
         if self.units.size != acts.shape[1]:  # a sample of the units (else every unit, in order)
             if self._index is None or self._index.device != acts.device:
                 self._index = torch.as_tensor(self.units, device=acts.device)
@@ -180,6 +188,8 @@ class UnitStats:
             torch.maximum(self._max, hi, out=self._max)
 
     def constant(self) -> np.ndarray:
+        if self._min is None:
+            return np.zeros(self.units.size, dtype=bool)
         return (self._min == self._max).cpu().numpy()
 
 
