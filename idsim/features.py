@@ -299,7 +299,7 @@ def layer_reducers(layer: str, p: int, n: int, plan: Plan, store, exact_budget: 
     exact = exact_budget is None or n * sampled.size * 4 <= exact_budget
     if plan.grams and exact:  # exact values of the sampled units
         red["units"] = store(sampled, layer, p)
-        red["units"].ranges = plan.drop_constant  # constancy is only needed to drop units
+        red["units"].stats.ranges = plan.drop_constant  # constancy is only needed to drop units
     elif plan.grams:  # too wide for the exact budget: Grams from a sparse random projection
         q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
         if {"column", "raw"} & set(plan.grams):
@@ -323,7 +323,7 @@ def layer_reducers(layer: str, p: int, n: int, plan: Plan, store, exact_budget: 
             red["features"] = SparseProjection(n, p, q, plan.seed, tagged)
         else:
             red["features"] = store(np.arange(p), layer + ".features", p)
-            red["features"].ranges = False  # source features: constant columns are the ridge's business
+            red["features"].stats.ranges = False  # source features: constant columns are the ridge's business
     red["sampled"] = sampled
     return red
 

@@ -148,7 +148,7 @@ def tune_malloc() -> bool:
     from the kernel costs a page fault per 4 KiB when first written (here about 2 s per GB, a fifth of some
     models' forward passes). Large blocks then come from the heap instead of fresh mappings, and freed
     memory stays with the process until the run ends; the heap fragments, so the peak RSS grows (default
-    CKA job at 150 images: 5.0 GB instead of 4.0 GB, for 10-15% less time; ``BENCHMARKS.md``).
+    CKA job at 150 images: 5.0 GB instead of 4.0 GB, for about 10% less time; ``BENCHMARKS.md``).
     ``IDSIM_MALLOC=system`` leaves malloc as it is. Called by the command line (``run.py``)."""
     if os.environ.get("IDSIM_MALLOC", "reuse") == "system":
         return False

@@ -117,9 +117,7 @@ class UnitStore:
             bool(self.units.size == 0 or (self.units[0] == 0 and self.units[-1] == n_features - 1))
         self._index: torch.Tensor | None = None
         self._sum: torch.Tensor | None = None   # float64 column sums, for the mean
-        self._min: torch.Tensor | None = None   # column minima and maxima: a unit is constant iff they agree
-        self._max: torch.Tensor | None = None
-        self.ranges = True  # track minima and maxima; off where the plan keeps constant units (one pass less)
+        self.stats = UnitStats(self.units)  # minima and maxima (constancy); ``stats.ranges`` off: one pass less
         self.filled = 0
 
     def update(self, acts: torch.Tensor, rows: slice) -> None:
@@ -130,13 +128,7 @@ class UnitStore:
         acts = acts.to(torch.float32)
         s = acts.sum(0).to(torch.float64)  # a batch sums exactly enough in float32
         self._sum = s if self._sum is None else self._sum.add_(s)
-        if self.ranges:
-            lo, hi = torch.aminmax(acts, dim=0)
-            if self._min is None:
-                self._min, self._max = lo, hi
-            else:
-                torch.minimum(self._min, lo, out=self._min)
-                torch.maximum(self._max, hi, out=self._max)
+        self.stats.update(acts, rows)  # the units are already selected
         if self._host is None:
             self.data[rows] = acts
         else:
@@ -150,10 +142,8 @@ class UnitStore:
 
     def constant(self) -> np.ndarray:
         """Boolean mask of units with the same value on every image (zero variance, exactly); all False when
-        ``ranges`` is off."""
-        if self._min is None:
-            return np.zeros(self.units.size, dtype=bool)
-        return (self._min == self._max).cpu().numpy()
+        ``stats.ranges`` is off."""
+        return self.stats.constant()
 
     def close(self) -> None:
         if self.path is not None:
@@ -188,6 +178,7 @@ class UnitStats:
             torch.maximum(self._max, hi, out=self._max)
 
     def constant(self) -> np.ndarray:
+        """Boolean mask of the units that had one value on every image (all False when ``ranges`` is off)."""
         if self._min is None:
             return np.zeros(self.units.size, dtype=bool)
         return (self._min == self._max).cpu().numpy()
