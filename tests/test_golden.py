@@ -43,7 +43,9 @@ def test_scores_equal_those_of_the_previous_version(compose_cfg, tmp_path, cache
     old = pd.read_csv(GOLDEN / f"{name}.csv")
     assert len(new) == len(old) == 2 * 3 * 3
     merged = old.merge(new, on=KEY, suffixes=("_old", "_new"), validate="one_to_one")
-    np.testing.assert_allclose(merged["score_new"], merged["score_old"], rtol=0, atol=1e-12)
+    # 1e-10: the bound issue 14 keeps for exact layers (leave-one-out with one alpha now applies one residual map
+    # to the responses instead of two products through their eigen-coordinates: 5e-12 apart on these scores)
+    np.testing.assert_allclose(merged["score_new"], merged["score_old"], rtol=0, atol=1e-10)
     if "median_alpha_old" in merged:
         np.testing.assert_allclose(merged["median_alpha_new"], merged["median_alpha_old"], rtol=1e-12)
     for col in ("metric", "same_architecture", "dataset", "n_images", "unit_ratio", "source_layer_index",

@@ -181,3 +181,16 @@ def test_over_seeds_with_a_swept_metric_groups_by_it_once():
                           "correct": [True, False, True, True]})
     agg = over_seeds(ident, ["seed", "metric"]).set_index("metric")
     assert agg.loc["rsa", "mean_index"] == pytest.approx(0.2) and agg.loc["cka", "fraction_identified"] == 1.0
+
+
+def test_nanmedian_rows_equals_numpy_with_and_without_gaps():
+    from idsim.metrics._ridge import nanmedian_rows
+
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 3, 8, 301):
+        R = rng.standard_normal((40, m))
+        R[::7, ::3] = np.nan   # some rows with gaps (partial sort path vs full sort path)
+        R[5] = np.nan          # an all-NaN row
+        with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+            expected = np.nanmedian(R, axis=1)
+        np.testing.assert_array_equal(nanmedian_rows(R), expected)

@@ -158,6 +158,23 @@ class _Ridge:
                 out[:, cols] = proj @ (Z[:, cols] / (self.lam + alpha)[:, None])
         return out + ybar
 
+    def operator(self, X_test: torch.Tensor, alpha: float) -> torch.Tensor:
+        """(test rows, training rows): the linear map from training responses to test predictions at ``alpha``,
+        intercept included (each row sums to 1). One product with it predicts every target unit: no
+        eigen-coordinates of the responses are needed when alpha is fixed."""
+        Xt = X_test - self.mean
+        proj = (Xt @ self.Xc.T) @ self.U if self.dual else Xt @ self.U
+        M = (proj / (self.lam + alpha)) @ self.B.T
+        return M.add_((1.0 - M.sum(1, keepdim=True)) / self.n)
+
+    def loo_operator(self, alpha: float) -> torch.Tensor:
+        """(n, n): the map from centred responses to leave-one-out residuals at ``alpha`` (``r_i / (1 - h_i)``)."""
+        shrink, h, _ = self._shrink(float(alpha))
+        Q = (self.B * shrink) @ self.B.T
+        if not self.dual:
+            Q = torch.eye(self.n, dtype=Q.dtype, device=Q.device) - Q
+        return Q.div_((1.0 - h)[:, None])
+
 
 def pearson_columns(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Pearson r between matching columns of A and B (nan where either column is constant)."""
@@ -178,33 +195,31 @@ def pearson_columns(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 #: is constant on the drawn images (e.g. one image drawn twice), and its r is undefined there
 _CANCEL = 1e-12
 
-
 class BootstrapTargets:
     """What the bootstrap of held-out r needs of the responses Y, computed once for every source layer.
 
-    Per fold: the fold's images, their centred responses, and each resample's weighted sums of
-    them (the same for every source layer: the folds and resamples are shared).
+    The held-out images in fold order, each fold's responses centred on the fold (unit-major:
+    one contiguous row per unit), the resample counts in the same order, and each fold's drawn
+    total per resample; the same for every source layer (folds and resamples are shared).
     """
 
-    def __init__(self, Y: np.ndarray, folds: np.ndarray, counts: np.ndarray, budget: int = 512 * 2**20):
-        self.Y = np.asarray(Y, dtype=np.float64)
-        self.counts, self.folds = counts, folds
-        ks = np.unique(folds[folds >= 0])
-        keep = len(ks) * counts.shape[0] * self.Y.shape[1] * 17 <= budget  # else the sums are redone per layer
-        self.parts = [self._part(folds == k) if keep else folds == k for k in ks]
+    def __init__(self, Y: np.ndarray, folds: np.ndarray, counts: np.ndarray):
+        folds = np.asarray(folds)
+        held = np.flatnonzero(folds >= 0)
+        self.order = held[np.argsort(folds[held], kind="stable")]
+        _, starts = np.unique(folds[self.order], return_index=True)
+        self.starts = np.append(starts, len(self.order)).astype(np.int64)
+        self.counts = counts
+        self.C = np.ascontiguousarray(counts[:, self.order].T, dtype=np.float64)       # (held-out images, resamples)
+        self.W = np.stack([self.C[a:b].sum(0) for a, b in zip(self.starts[:-1], self.starts[1:])])
+        self.Yt = self.slab(Y)
 
-    def _part(self, rows: np.ndarray) -> tuple:
-        Yk = self.Y[rows] - self.Y[rows].mean(0)  # centred first: no cancellation
-        C = self.counts[:, rows].astype(np.float64)
-        W = C.sum(1)[:, None]
-        sy, syy = torch.from_numpy(C @ Yk), torch.from_numpy(C @ (Yk * Yk))
-        vy = syy - sy * sy / torch.from_numpy(W)
-        ok_y = (vy > _CANCEL * syy).logical_and_(torch.from_numpy(W >= 2))
-        return rows, torch.from_numpy(Yk), torch.from_numpy(C), torch.from_numpy(W), sy, vy, ok_y
-
-    def __iter__(self):
-        for part in self.parts:
-            yield part if isinstance(part, tuple) else self._part(part)
+    def slab(self, A: np.ndarray) -> np.ndarray:
+        """(columns, held-out images): A's rows in fold order, centred on their fold's mean (no cancellation)."""
+        A = np.asarray(A, dtype=np.float64)[self.order]
+        for a, b in zip(self.starts[:-1], self.starts[1:]):
+            A[a:b] -= A[a:b].mean(0)
+        return np.ascontiguousarray(A.T)
 
 
 def bootstrap_r(predictions: np.ndarray, Y: np.ndarray | BootstrapTargets, folds: np.ndarray | None = None,
@@ -216,38 +231,41 @@ def bootstrap_r(predictions: np.ndarray, Y: np.ndarray | BootstrapTargets, folds
     each weighted by its count (= r over the resampled images); fold values are averaged as the
     point estimate averages them. Folds with fewer than two drawn images, and units constant on
     them, give no value. ``Y`` may be a :class:`BootstrapTargets` made once for many source layers.
-    The (n_resamples, m) arrays of each fold are updated in place (torch, float64): the cost is a
-    few passes over them per fold, not one temporary array per operation.
+    One compiled pass per unit (:mod:`idsim.metrics._kernels`): the five weighted sums of every
+    fold and resample stay in the core's cache, where array operations would make a dozen passes
+    over (resamples x units) arrays in memory.
     """
-    targets = Y if isinstance(Y, BootstrapTargets) else BootstrapTargets(Y, folds, counts)
-    P = np.asarray(predictions, dtype=np.float64)
-    B, m = targets.counts.shape[0], P.shape[1]
-    total, n_ok = torch.zeros((B, m), dtype=torch.float64), torch.zeros((B, m), dtype=torch.float64)
-    for rows, Yk, C, W, sy, vy, ok_y in targets:
-        Pk = torch.from_numpy(P[rows] - P[rows].mean(0))
-        # one GEMM for the three weighted sums of this layer: sum c p, sum c p^2, sum c p y
-        sums = C @ torch.cat([Pk, Pk * Pk, Pk * Yk], dim=1)
-        sp, spp, spy = sums.split(m, dim=1)
-        spw, floor = sp / W, spp * _CANCEL
-        vp = spp.addcmul_(sp, spw, value=-1.0)                  # weighted sum of squares of p about its mean
-        ok = (vp > floor).logical_and_(ok_y)
-        r = spy.addcmul_(spw, sy, value=-1.0).div_(vp.mul_(vy).sqrt_())
-        ok.logical_and_(torch.isfinite(r))
-        total.add_(r.masked_fill_(ok.logical_not(), 0.0))
-        n_ok.add_(ok)
-    out = total.div_(n_ok)  # 0/0: NaN where no fold gave a value
-    return out.masked_fill_(n_ok == 0, float("nan")).numpy()
+    from ._kernels import bootstrap_pearson
+
+    t = Y if isinstance(Y, BootstrapTargets) else BootstrapTargets(Y, folds, counts)
+    P = t.slab(predictions)
+    out = np.empty((t.C.shape[1], P.shape[0]))
+    bootstrap_pearson(P, t.Yt, t.C, t.W, t.starts, _CANCEL, out)
+    return out
 
 
 def nanmedian_rows(R: np.ndarray) -> np.ndarray:
-    """Median of each row ignoring NaN (NaN for an all-NaN row), vectorised (np.nanmedian loops over rows)."""
-    S = np.sort(R, axis=1)  # NaN sort last
-    k = np.isfinite(S).sum(1)
-    lo, hi = np.maximum((k - 1) // 2, 0), np.maximum(k // 2, 0)
-    rows = np.arange(len(S))
-    with np.errstate(invalid="ignore"):
-        med = 0.5 * (S[rows, lo] + S[rows, hi])
-    med[k == 0] = np.nan
+    """Median of each row ignoring NaN (NaN for an all-NaN row), vectorised (np.nanmedian loops over rows).
+
+    Rows without NaN (the usual case) take a partial sort (``np.partition``: linear time); the rest a full sort.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    med = np.full(len(R), np.nan)
+    m = R.shape[1]
+    if m == 0:
+        return med
+    gaps = np.isnan(R).any(1)
+    if (~gaps).any():
+        lo, hi = (m - 1) // 2, m // 2
+        part = np.partition(R[~gaps], [lo, hi], axis=1)
+        med[~gaps] = 0.5 * (part[:, lo] + part[:, hi])
+    if gaps.any():
+        S = np.sort(R[gaps], axis=1)  # NaN sort last
+        k = np.isfinite(S).sum(1)
+        lo, hi = np.maximum((k - 1) // 2, 0), np.maximum(k // 2, 0)
+        rows = np.arange(len(S))
+        with np.errstate(invalid="ignore"):
+            med[gaps] = np.where(k > 0, 0.5 * (S[rows, lo] + S[rows, hi]), np.nan)
     return med
 
 
@@ -315,9 +333,13 @@ def fit_predict_cv(X, Y, cv=10, alphas=DEFAULT_ALPHAS, seed: int = 0, labels=Non
             mu, sd = zscore(X_np)
             X = _tensor((X_np - mu) / sd, dev, dtype)
         ridge = _Ridge(X)
-        Z = ridge.coords(Y - Y.mean(0))
-        best = _choose(ridge, Y, alphas, criterion=cv, Z=Z)
-        pred = _np(ridge.loo_predictions(Y, best, alphas, Z=Z))
+        if alphas.size == 1:  # one n x n x units product: the residual map applied to the centred responses
+            best = np.full(Y.shape[1], alphas[0])
+            pred = _np(torch.addmm(Y, ridge.loo_operator(alphas[0]), Y - Y.mean(0), alpha=-1.0))
+        else:
+            Z = ridge.coords(Y - Y.mean(0))
+            best = _choose(ridge, Y, alphas, criterion=cv, Z=Z)
+            pred = _np(ridge.loo_predictions(Y, best, alphas, Z=Z))
         res = RegressionResult(r=pearson_columns(pred, _np(Y)), alpha=best)
         if keep_predictions:
             res.predictions, res.folds = pred, np.zeros(n, dtype=np.int64)
@@ -325,21 +347,39 @@ def fit_predict_cv(X, Y, cv=10, alphas=DEFAULT_ALPHAS, seed: int = 0, labels=Non
     rs, chosen = [], []
     pooled = np.empty((n, Y.shape[1])) if keep_predictions else None
     folds = np.full(n, -1, dtype=np.int64)
-    for k, (train, test) in enumerate(_splits(cv, n, seed, labels)):
+    splits = _splits(cv, n, seed, labels)
+    maps = []  # one alpha: each fold's map from the responses to its predictions, then one product for all folds
+    Y_np = _np(Y)
+    for k, (train, test) in enumerate(splits):
         tr, te = torch.as_tensor(train, device=dev), torch.as_tensor(test, device=dev)
         Xtr, Xte = X[tr], X[te]
         if standardize:  # training-fold statistics only
             mu, sd = zscore(X_np, train)
             Xtr, Xte = _tensor((X_np[train] - mu) / sd, dev, dtype), _tensor((X_np[test] - mu) / sd, dev, dtype)
         ridge = _Ridge(Xtr)
+        if alphas.size == 1:
+            M = torch.zeros((len(test), n), dtype=dtype, device=dev)
+            M[:, tr] = ridge.operator(Xte, float(alphas[0]))
+            maps.append(M)
+            chosen.append(np.full(Y.shape[1], alphas[0]))
+            continue
         Ytr = Y[tr]
         Z = ridge.coords(Ytr - Ytr.mean(0))
         best = _choose(ridge, Ytr, alphas, criterion="loo", Z=Z)
         pred = _np(ridge.predict(Xte, Ytr, best, alphas, Z=Z))
-        rs.append(pearson_columns(pred, _np(Y[te])))
+        rs.append(pearson_columns(pred, Y_np[test]))
         chosen.append(best)
         if pooled is not None:
             pooled[test], folds[test] = pred, k
+    if maps:  # responses shifted by their overall mean first: the rows' intercept terms then carry no large offset
+        mu_y = Y.mean(0)
+        preds = _np(torch.cat(maps) @ (Y - mu_y) + mu_y)
+        at = 0
+        for k, (train, test) in enumerate(splits):
+            pred, at = preds[at:at + len(test)], at + len(test)
+            rs.append(pearson_columns(pred, Y_np[test]))
+            if pooled is not None:
+                pooled[test], folds[test] = pred, k
     R = np.vstack(rs)
     with np.errstate(all="ignore"):
         valid = np.isfinite(R)
