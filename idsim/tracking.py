@@ -57,7 +57,9 @@ class WandbTracker(NullTracker):
         self.run_dir = Path(self.run.dir).parent if getattr(self.run, "dir", None) else None
 
     def log_table(self, key: str, df: pd.DataFrame) -> None:
-        self.run.log({key: self._wandb.Table(dataframe=df.reset_index(drop=True))})
+        # missing values (pandas' NA in nullable columns, NaN) as None: W&B serialises tables as JSON
+        df = df.reset_index(drop=True).astype(object)
+        self.run.log({key: self._wandb.Table(dataframe=df.where(df.notna(), None))})
 
     def log_images(self, images: Mapping[str, Path]) -> None:
         self.run.log({k: self._wandb.Image(str(p)) for k, p in images.items()})

@@ -111,9 +111,12 @@ def test_python_api_scores_a_pair():
     np.testing.assert_allclose(same.score, 1.0, atol=1e-9)
 
 
-def test_wandb_offline_run_lands_in_output_folder(compose_cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sources", [["sources=[alexnet]"],
+                                     # no source of the target's architecture: the tables hold missing values (NA)
+                                     ["sources=[resnet18]", "sources.resnet18.layers=[layer4.1]"]])
+def test_wandb_offline_run_lands_in_output_folder(compose_cfg, tmp_path, monkeypatch, sources):
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    cfg = compose_cfg(["target=alexnet", "sources=[alexnet]", "dataset.n_images=6", "extraction.batch_size=6",
+    cfg = compose_cfg(["target=alexnet", *sources, "dataset.n_images=6", "extraction.batch_size=6",
                        "logger=wandb", "plots=true", "extraction.progress=false", "target.layers=[features.1,classifier.5]"])
     run_experiment(cfg, tmp_path)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
