@@ -1,0 +1,140 @@
+"""The inner loops behind the floor benchmark's remaining overhead, each against its reference in the same run.
+
+At the shapes of the default job (150 images; the ResNet-18 target's 9 layers x 3,000 scored units; a
+150,528-unit layer projected to the JL dimension; batches of 32):
+
+1. the regression bootstrap of one source layer (200 resamples, 10 folds): idsim's compiled pass
+   (``idsim.metrics._kernels``) against the same arithmetic as whole-array torch operations (what
+   idsim did before);
+2. leave-one-out predictions at one alpha: idsim's residual map (one n x n x units product) against
+   the two products through the responses' eigen-coordinates;
+3. 10-fold predictions at one alpha: one product with the stacked fold maps against per-fold
+   eigen-coordinates and predictions;
+4. the sparse projection of one batch: idsim's CPU path (SciPy, one batch slice per core) against
+   torch's CSR kernel;
+5. one float64 Gram chunk: the blocks on and below the diagonal against the full product.
+
+Every row checks that both sides agree. ``python benchmarks/inner_bench.py [--units 27000]``
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from idsim.metrics import _ridge
+from idsim.reduce import SparseProjection
+
+
+def best_of(f, repeat: int = 3) -> float:
+    f()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bootstrap_arrays(P, Y, folds, counts, cancel=_ridge._CANCEL):
+    """The reference: per fold, one GEMM for the weighted sums, then whole (resamples x units) array passes."""
+    B, m = counts.shape[0], P.shape[1]
+    total, n_ok = torch.zeros((B, m), dtype=torch.float64), torch.zeros((B, m), dtype=torch.float64)
+    for k in np.unique(folds[folds >= 0]):
+        rows = folds == k
+        Pk = torch.from_numpy(P[rows] - P[rows].mean(0))
+        Yk = torch.from_numpy(Y[rows] - Y[rows].mean(0))
+        C = torch.from_numpy(counts[:, rows].astype(np.float64))
+        W = C.sum(1, keepdim=True)
+        sp, spp, spy, sy, syy = (C @ torch.cat([Pk, Pk * Pk, Pk * Yk, Yk, Yk * Yk], 1)).split(m, 1)
+        spw = sp / W
+        vp, vy = spp - sp * spw, syy - sy * sy / W
+        ok = (vp > cancel * spp) & (vy > cancel * syy) & (W >= 2)
+        r = (spy - spw * sy) / (vp * vy).sqrt()
+        ok &= torch.isfinite(r)
+        total += r.masked_fill(~ok, 0.0)
+        n_ok += ok
+    return (total / n_ok).masked_fill(n_ok == 0, float("nan")).numpy()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--units", type=int, default=27000, help="scored target units (default: 9 layers x 3,000)")
+    p.add_argument("--n", type=int, default=150, help="images")
+    a = p.parse_args(argv)
+    n, m, B = a.n, a.units, 200
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((n, m))
+    X = rng.standard_normal((n, 4295))
+    P = 0.3 * Y + rng.standard_normal((n, m))
+    folds = np.arange(n) % 10
+    rng.shuffle(folds)
+    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(B)])
+    rows = []
+
+    targets = _ridge.BootstrapTargets(Y, folds, counts)
+    ours = _ridge.bootstrap_r(P, targets)
+    ref = bootstrap_arrays(P, Y, folds, counts)
+    agree = np.nanmax(np.abs(ours - ref)) if np.isfinite(ours).any() else 0.0
+    rows.append(("regression bootstrap, one source layer", best_of(lambda: _ridge.bootstrap_r(P, targets)),
+                 best_of(lambda: bootstrap_arrays(P, Y, folds, counts), 2), agree))
+
+    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+    ridge = _ridge._Ridge(Xt)
+    loo = lambda: torch.addmm(Yt, ridge.loo_operator(1.0), Yt - Yt.mean(0), alpha=-1.0)  # noqa: E731
+    two = lambda: ridge.loo_predictions(Yt, np.ones(m), np.array([1.0]))  # noqa: E731
+    rows.append(("leave-one-out predictions, one alpha", best_of(loo), best_of(two), float((loo() - two()).abs().max())))
+
+    def kfold_maps():
+        return _ridge.fit_predict_cv(X, Y, cv=10, alphas=[1.0], standardize=True, keep_predictions=True).predictions
+
+    def kfold_coords():  # the fold loop through eigen-coordinates (a grid of two equal alphas takes that path)
+        out = np.empty_like(Y)
+        for train, test in _ridge._splits(10, n, 0):
+            mu, sd = _ridge.zscore(X, train)
+            r = _ridge._Ridge(torch.from_numpy((X[train] - mu) / sd))
+            Ytr = Yt[train]
+            Z = r.coords(Ytr - Ytr.mean(0))
+            out[test] = r.predict(torch.from_numpy((X[test] - mu) / sd), Ytr, np.ones(m), np.array([1.0]), Z=Z).numpy()
+        return out
+    rows.append(("10-fold predictions, one alpha", best_of(kfold_maps), best_of(kfold_coords),
+                 float(np.abs(kfold_maps() - kfold_coords()).max())))
+
+    width, q = 150528, 4295
+    proj = SparseProjection(n, width, q, seed=0, layer="l")
+    acts = torch.randn(32, width)
+    t = proj._t.tocsr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        csr = torch.sparse_csr_tensor(torch.from_numpy(t.indptr.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64)),
+                                      torch.from_numpy(t.data), size=t.shape)
+    ours_p = best_of(lambda: proj.update(acts, slice(0, 32)), 5)
+    ref_p = best_of(lambda: (csr @ acts.T).T, 5)
+    rows.append(("sparse projection of one batch (32 x 150,528 -> 4,295)", ours_p, ref_p,
+                 float(np.abs(proj.data[:32] - (csr @ acts.T).T.numpy()).max())))
+
+    b = torch.randn(n, 55924, dtype=torch.float64)
+    g = torch.zeros(n, n, dtype=torch.float64)
+    edges = [round(i * n / 4) for i in range(5)]
+
+    def lower(out):
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            out[lo:hi, :hi].addmm_(b[lo:hi], b[:hi].T)
+        return out
+    full = torch.zeros(n, n, dtype=torch.float64)
+    check_l, check_f = torch.tril(lower(torch.zeros(n, n, dtype=torch.float64))), torch.tril(b @ b.T)
+    rows.append(("float64 Gram of one 64 MB chunk (150 x 55,924)", best_of(lambda: lower(g), 5),
+                 best_of(lambda: full.addmm_(b, b.T), 5), float((check_l - check_f).abs().max() / check_f.abs().max())))
+
+    print(f"# inner loops: {n} images, {m} target units, {torch.get_num_threads()} torch threads")
+    print("| step | idsim (s) | reference (s) | speed-up | largest difference |\n|---|---:|---:|---:|---:|")
+    for name, ours_s, ref_s, diff in rows:
+        print(f"| {name} | {ours_s:.4f} | {ref_s:.4f} | {ref_s / ours_s:.1f}x | {diff:.1e} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
