@@ -516,3 +516,32 @@ def test_run_experiment_on_each_set(compose_cfg, tmp_path, name):
     diag = s[s.source_layer == s.target_layer]
     np.testing.assert_allclose(diag.score, 1.0, atol=1e-6)
     assert (tmp_path / "scores.csv").is_file()
+
+
+def test_photos_digest_is_remembered_and_follows_the_photo_files(tmp_path, monkeypatch):
+    """A warm job reads the digest instead of decoding the photographs; a changed data folder recomputes it."""
+    import importlib.util
+    import os
+
+    from idsim.datasets import natural
+
+    monkeypatch.setenv("IDSIM_CACHE_DIR", str(tmp_path / "cache"))
+    fake = tmp_path / "skimage"
+    (fake / "data").mkdir(parents=True)
+    (fake / "data" / "astronaut.png").write_bytes(b"v1")
+    spec = importlib.util.spec_from_loader("skimage", loader=None, is_package=True)
+    spec.submodule_search_locations = [str(fake)]
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: spec if name == "skimage" else real_find(name, *a))
+
+    natural.photos_digest.cache_clear()
+    digest = natural.photos_digest()
+    memo = natural._digest_memo(natural.PHOTOS)
+    assert memo.read_text() == digest
+    memo.write_text("remembered")           # the memo is what a later process reads
+    natural.photos_digest.cache_clear()
+    assert natural.photos_digest() == "remembered"
+    os.utime(fake / "data" / "astronaut.png", ns=(1, 1))  # the photographs' files changed: a new key
+    natural.photos_digest.cache_clear()
+    assert natural._digest_memo(natural.PHOTOS) != memo and natural.photos_digest() == digest
+    natural.photos_digest.cache_clear()

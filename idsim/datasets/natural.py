@@ -73,13 +73,59 @@ def photo(name: str) -> Image.Image:
 
 @functools.lru_cache(maxsize=None)
 def photos_digest(photos: tuple[str, ...] = PHOTOS) -> str:
-    """SHA-256 (first 16 hex digits) of the photos' pixels: part of the sets' cache identity."""
+    """SHA-256 (first 16 hex digits) of the photos' pixels: part of the sets' cache identity.
+
+    Decoding the photographs to hash them takes about a second, which a warm job (every feature
+    cached) needs for nothing else; the digest is remembered on disk under idsim's cache folder,
+    keyed by scikit-image's version and by the names, sizes and modification times of the files
+    in its data folder, so it is recomputed whenever the photographs could have changed.
+    """
+    memo = _digest_memo(photos)
+    if memo is not None:
+        try:
+            return memo.read_text().strip()
+        except OSError:
+            pass
     h = hashlib.sha256()
     for name in photos:
         img = photo(name)
         h.update(f"{name}:{img.width}x{img.height};".encode())
         h.update(img.tobytes())
-    return h.hexdigest()[:16]
+    digest = h.hexdigest()[:16]
+    if memo is not None:
+        import os
+
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(digest)
+            os.replace(tmp, memo)
+        except OSError:
+            pass
+    return digest
+
+
+def _digest_memo(photos: tuple[str, ...]):
+    """Where the digest of ``photos`` is remembered (None when scikit-image's data folder cannot be found)."""
+    import importlib.metadata
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    from idsim.model_names import cache_root
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    key = hashlib.sha256(f"{importlib.metadata.version('scikit-image')};{GENERATOR_VERSION};{','.join(photos)};".encode())
+    try:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            st = entry.stat()
+            key.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    except OSError:
+        return None
+    return cache_root() / "digests" / f"natural-photos-{key.hexdigest()[:20]}.txt"
 
 
 def crop_photo(name: str, x0: float, y0: float, side: float, size: int, flip: bool = False) -> Image.Image:
