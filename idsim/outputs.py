@@ -61,7 +61,9 @@ class RunWriter:
     runs of a multirun never merge. Off the critical path: the tracker starts (W&B spawns its
     service) in a background thread while the target is extracted, and each source's heatmap is
     drawn in one background thread (matplotlib is only ever used there) while the next source is
-    extracted; :meth:`finish` waits for both.
+    extracted; what is logged to the tracker queues on that thread too (in order), so a job whose
+    features are all cached never waits for W&B to start. Leaving the context waits for all of
+    it, and raises the first error of the background work when the run itself raised none.
     """
 
     def __init__(self, out_dir: Path, config: Mapping[str, Any], logger: Any, name: str, plots: bool = True):
@@ -77,6 +79,7 @@ class RunWriter:
         self._parts: list[pd.DataFrame] = []
         self._boot: list[pd.DataFrame] = []
         self._figures_done: list = []
+        self._logged: list = []
         self._t0 = time.perf_counter()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="idsim-figures")
         # W&B first (its start overlaps the extraction); figures queue behind it on the same thread
@@ -92,9 +95,16 @@ class RunWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self._pool.shutdown(wait=True)
+            failed = next((f.exception() for f in self._logged if f.exception() is not None), None)
         finally:
             if self._tracker.exception() is None:
-                self.tracker.finish(failed=exc_type is not None)
+                self.tracker.finish(failed=exc_type is not None or failed is not None)
+        if exc_type is None and failed is not None:
+            raise failed
+
+    def _track(self, method: str, *args) -> None:
+        """Call ``tracker.<method>(*args)`` on the background thread, after what was queued before."""
+        self._logged.append(self._pool.submit(lambda: getattr(self.tracker, method)(*args)))
 
     def config(self, cfg) -> None:
         from omegaconf import OmegaConf
@@ -110,14 +120,14 @@ class RunWriter:
 
     def target_units(self, units: pd.DataFrame) -> None:
         units.to_csv(self.out / "target_units.csv", index=False)
-        self.tracker.log_table("target_units", units)
+        self._track("log_table", "target_units", units)
 
     def ceilings(self, ceilings: pd.DataFrame | None) -> None:
         """A recording target's per-region reliability and noise ceilings (``ceilings.csv``); None: nothing."""
         if ceilings is None:
             return
         ceilings.to_csv(self.out / "ceilings.csv", index=False)
-        self.tracker.log_table("ceilings", ceilings)
+        self._track("log_table", "ceilings", ceilings)
 
     def add_scores(self, part: pd.DataFrame) -> pd.DataFrame:
         """Append one source's rows and rewrite ``scores.csv``; returns all rows so far."""
@@ -147,12 +157,12 @@ class RunWriter:
         from .report import print_summary
 
         print_summary(ident, verdict, self.out)
-        self.tracker.log_table("scores", self.scores)
-        self.tracker.log_table("identifiability", ident)
-        self.tracker.log_table("best_scores", best)
-        self.tracker.log_images(figures)
+        self._track("log_table", "scores", self.scores)
+        self._track("log_table", "identifiability", ident)
+        self._track("log_table", "best_scores", best)
+        self._track("log_images", figures)
         index = ident["identifiability_index"] if "identifiability_index" in ident else pd.Series(dtype=float)
-        self.tracker.summary({"verdict": verdict, "n_correct": int(ident["correct"].sum()) if len(ident) else 0,
+        self._track("summary", {"verdict": verdict, "n_correct": int(ident["correct"].sum()) if len(ident) else 0,
                               "n_target_layers": len(ident),
                               "mean_identifiability_index": float(index.mean()) if index.notna().any() else None,
                               "seconds": time.perf_counter() - self._t0})

@@ -223,7 +223,7 @@ def _log_summary(s: SweepSummary, logger: Mapping[str, Any] | None) -> None:
     tracker = make_tracker(w, s.out_dir, config, name="summary", job_type="sweep-summary", in_job=False)
     failed = True
     try:
-        tracker.log_table("jobs", s.jobs.astype(object).where(s.jobs.notna(), None))
+        tracker.log_table("jobs", s.jobs)
         if not s.identifiability.empty:
             tracker.log_table("identifiability", s.identifiability)
         tracker.log_images(s.figures)

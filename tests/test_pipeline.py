@@ -159,3 +159,41 @@ def test_half_precision_forward_passes_are_reduced_in_float32_and_keyed_apart(co
     assert np.abs(full.score.to_numpy() - half.score.to_numpy()).max() < 0.02
     assert not np.array_equal(full.score.to_numpy(), half.score.to_numpy())
     assert len(list((cache / "features").glob("*/*/meta.json"))) == 4  # target and source, in each precision
+
+
+def test_tracker_logging_runs_in_the_background_and_its_errors_are_not_lost(tmp_path, monkeypatch):
+    """Tables are logged on the writer's background thread (a warm job does not wait for W&B to start); a
+    logging error still fails the run when the writer closes, and the tracker is finished as failed."""
+    import threading
+
+    import pandas as pd
+
+    import idsim.tracking as tracking
+    from idsim.outputs import RunWriter
+
+    calls, gate = [], threading.Event()
+
+    class Slow(tracking.NullTracker):
+        def log_table(self, key, df):
+            gate.wait(5)
+            calls.append((key, threading.current_thread().name))
+            if key == "scores":
+                raise RuntimeError("tracker refused the table")
+
+        def finish(self, failed=False):
+            calls.append(("finish", failed))
+
+    import idsim.report
+
+    monkeypatch.setattr(tracking, "make_tracker", lambda *a, **k: Slow())
+    monkeypatch.setattr(idsim.report, "print_summary", lambda *a, **k: None)
+    table = pd.DataFrame({"a": [1]})
+    with pytest.raises(RuntimeError, match="refused"):
+        with RunWriter(tmp_path, {}, None, name="t", plots=False) as w:
+            w.target_units(table)   # returns before the tracker has logged anything
+            assert calls == []
+            gate.set()
+            w.finish(pd.DataFrame({"identifiability_index": [0.1], "correct": [True]}), table, "verdict")
+    assert [c[0] for c in calls] == ["target_units", "scores", "identifiability", "best_scores", "finish"]
+    assert all(name.startswith("idsim-figures") for _, name in calls[:-1]) and calls[-1] == ("finish", True)
+    assert (tmp_path / "target_units.csv").is_file() and (tmp_path / "best_scores.csv").is_file()
