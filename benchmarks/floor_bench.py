@@ -35,9 +35,9 @@ METRICS = ("cka", "rsa", "regression", "regression_loo")
 
 def forward_only(name: str, dataset: list[str], batch: int, device: str, workers: int, seed: int) -> None:
     """Child process: time the pure forward passes of one model; print JSON (with run.py's malloc settings)."""
-    from idsim.procs import tune_malloc
+    from idsim.procs import tune_memory
 
-    tune_malloc()
+    tune_memory()
     import torch
     from torch.utils.data import DataLoader
 

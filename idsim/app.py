@@ -42,7 +42,9 @@ def task(cfg: DictConfig) -> float:
     the job ``failed`` (``killed``/``timeout``) and stop it; a single run exits with 128 + the signal.
     """
     from .experiment import run_experiment
+    from .procs import tune_memory
 
+    tune_memory()  # a SLURM or local sweep job does not pass through launch()
     job = jobs.Job.current(cfg)
     with job.locked() as held:
         if not held:
@@ -103,9 +105,9 @@ def launch(main, argv: list[str] | None = None) -> None:
     followed by one line per failed job.
     """
     argv = sys.argv[1:] if argv is None else argv
-    from .procs import tune_malloc
+    from .procs import tune_memory
 
-    tune_malloc()
+    tune_memory()
     try:
         check_overrides(argv)
         if "--help" in argv or "-h" in argv:  # Hydra's own help lists every option of every group: slow and long

@@ -19,6 +19,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -142,16 +143,30 @@ def sweep_dead(base: str | Path) -> list[Path]:
     return removed
 
 
-def tune_malloc() -> bool:
-    """Let glibc's malloc keep and reuse freed memory (True when it did): a run allocates the same large
-    arrays again and again (each batch's activations, each layer's store and Gram chunks), and memory fresh
-    from the kernel costs a page fault per 4 KiB when first written (here about 2 s per GB, a fifth of some
-    models' forward passes). Large blocks then come from the heap instead of fresh mappings, and freed
-    memory stays with the process until the run ends; the heap fragments, so the peak RSS grows (default
-    CKA job at 150 images: 5.0 GB instead of 4.0 GB, for about 10% less time; ``BENCHMARKS.md``).
-    ``IDSIM_MALLOC=system`` leaves malloc as it is. Called by the command line (``run.py``)."""
+def tune_memory() -> bool:
+    """Memory settings of a run (True when they were applied); called by the command line and by each job.
+
+    - glibc's malloc keeps and reuses freed memory: a run allocates the same large arrays again and
+      again (each batch's activations, each layer's store and Gram chunks), and memory fresh from the
+      kernel costs a page fault per 4 KiB when first written (here about 2 s per GB, a fifth of some
+      models' forward passes). Large blocks then come from the heap instead of fresh mappings, and
+      freed memory stays with the process until the run ends; the heap fragments, so the peak RSS
+      grows (default CKA job at 150 images: 5.0 GB instead of 4.0 GB, for about 10% less time).
+    - NumPy does not ask for transparent huge pages on its large arrays: on kernels that compact
+      memory for such requests (``defrag=madvise``, as here), first writes to a fresh 1 GB array
+      took 4.5x longer with them (``BENCHMARKS.md``).
+
+    ``IDSIM_MALLOC=system`` leaves both as they are.
+    """
     if os.environ.get("IDSIM_MALLOC", "reuse") == "system":
         return False
+    os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"  # read when NumPy is imported (here and in child processes)
+    if "numpy" in sys.modules:  # already imported: tell it directly
+        try:
+            from numpy._core.multiarray import _set_madvise_hugepage
+        except ImportError:  # NumPy 1.x
+            from numpy.core.multiarray import _set_madvise_hugepage
+        _set_madvise_hugepage(False)
     try:
         import ctypes
 
