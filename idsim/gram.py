@@ -92,8 +92,8 @@ def pattern_gram(data, kind: str = "column", mean: np.ndarray | None = None, col
             rows += block(s).sum(1)
         rows /= max(width, 1)
     gram = torch.zeros((n, n), dtype=torch.float64, device=data.device)
-    # the Gram is symmetric: only the blocks on and below the diagonal are computed (4 row blocks: 10 of 16,
-    # 1.5x faster), then mirrored
+    # the Gram is symmetric: only the blocks on and below the diagonal are computed (4 row blocks: 10 of 16;
+    # 1.2x per chunk in benchmarks/inner_bench.py), then mirrored
     nb = 4 if n >= 64 else 1
     edges = [round(i * n / nb) for i in range(nb + 1)]
     for s in starts:
@@ -105,8 +105,7 @@ def pattern_gram(data, kind: str = "column", mean: np.ndarray | None = None, col
         for lo, hi in zip(edges[:-1], edges[1:]):
             gram[lo:hi, :hi].addmm_(b[lo:hi], b[:hi].T)
     if nb > 1:
-        lower = torch.tril(gram)
-        gram = lower + torch.tril(gram, -1).T
+        gram = gram.tril() + gram.tril(-1).T
     return gram.cpu().numpy()
 
 

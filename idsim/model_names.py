@@ -26,6 +26,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("IDSIM_CACHE_DIR") or Path.home() / ".cache" / "idsim").expanduser()
 
 
+def remember(path: Path, text: str) -> None:
+    """Write a small remembered answer under the cache folder atomically; best effort (unwritable: recomputed)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def _compute(library: str) -> list[str]:
     if library == "torchvision":
         import torchvision
@@ -55,13 +66,7 @@ def names(library: str) -> tuple[str, ...]:
     except (OSError, ValueError):
         pass
     found = tuple(sorted(_compute(library)))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(found))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    remember(path, json.dumps(found))
     return found
 
 

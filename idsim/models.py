@@ -432,6 +432,7 @@ def layout(name: str, library: str) -> Layout | None:
     torchvision or timm.
     """
     from .layers import default_layers
+    from .model_names import remember
 
     path = _layout_path(name, library)
     try:
@@ -443,13 +444,7 @@ def layout(name: str, library: str) -> Layout | None:
     if module is None:
         return None
     found = Layout(tuple(default_layers(module, name, library)), frozenset(n for n, _ in module.named_modules() if n))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"default_layers": list(found.default_layers), "modules": sorted(found.modules)}))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    remember(path, json.dumps({"default_layers": list(found.default_layers), "modules": sorted(found.modules)}))
     return found
 
 

@@ -154,7 +154,7 @@ def tune_memory() -> bool:
       grows (default CKA job at 150 images: 5.0 GB instead of 4.0 GB, for about 10% less time).
     - NumPy does not ask for transparent huge pages on its large arrays: on kernels that compact
       memory for such requests (``defrag=madvise``, as here), first writes to a fresh 1 GB array
-      took 4.5x longer with them (``BENCHMARKS.md``).
+      took 4.4x longer with them (``benchmarks/pages_bench.py``).
 
     ``IDSIM_MALLOC=system`` leaves both as they are.
     """

@@ -232,7 +232,7 @@ class SparseProjection:
 
     def _project_cpu(self, acts: torch.Tensor) -> np.ndarray:
         """The projection on the CPU: SciPy's compressed-column product on slices of the batch, one per core
-        (it releases the GIL): 2.7x torch's CSR kernel on 2 cores for a 150,528-unit layer (see BENCHMARKS.md)."""
+        (it releases the GIL): 1.9x torch's CSR kernel on 2 cores for a 150,528-unit layer (benchmarks/inner_bench.py)."""
         if not isinstance(self._t, sp.csc_matrix):
             self._t = self._t.tocsc()  # components x features, by feature
         a = acts.contiguous().numpy()
@@ -259,10 +259,6 @@ class SparseProjection:
                 self._torch = torch.sparse_csr_tensor(
                     torch.from_numpy(t.indptr.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64)),
                     torch.from_numpy(t.data), size=t.shape, device=acts.device)
-        projected = (self._torch @ acts.T).T
-        if acts.device.type != "cpu":  # kept on the GPU: no host round-trip per batch
-            if isinstance(self.data, np.ndarray):
-                self.data = torch.empty(self.data.shape, dtype=torch.float32, device=acts.device)
-            self.data[rows] = projected
-        else:
-            self._host[rows] = projected
+        if isinstance(self.data, np.ndarray):  # kept on the GPU: no host round-trip per batch
+            self.data = torch.empty(self.data.shape, dtype=torch.float32, device=acts.device)
+        self.data[rows] = (self._torch @ acts.T).T

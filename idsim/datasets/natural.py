@@ -93,15 +93,9 @@ def photos_digest(photos: tuple[str, ...] = PHOTOS) -> str:
         h.update(img.tobytes())
     digest = h.hexdigest()[:16]
     if memo is not None:
-        import os
+        from idsim.model_names import remember
 
-        try:
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(digest)
-            os.replace(tmp, memo)
-        except OSError:
-            pass
+        remember(memo, digest)
     return digest
 
 
