@@ -1,6 +1,13 @@
 """The same commands give the same scores: a fixed small job per metric against scores.csv files
 written by idsim 0.1.0 (tests/data/golden_scores, before the configuration and metric refactor).
 
+The models' float32 forward passes differ between CPU families (oneDNN and MKL choose different
+kernels, and so sum in different orders): 1e-7 on CKA, up to 4e-5 on ridge scores. So each family
+has its own set of the previous version's scores, and a job must equal one set to 1e-10: the
+original set (recorded on the machine of idsim 0.1.0) and ``amd-epyc-avx512/`` (written by the
+code of 7f448d3, which equalled the original set to 1e-10 there, on an AMD EPYC with AVX-512).
+Sets are 1e-7 to 4e-5 apart, so a change of idsim's own arithmetic beyond 1e-10 matches none.
+
 The jobs avoid what later changes were meant to change: layers stay exact (no projections), the
 k-fold regression does not standardise its features (held-out standardisation now uses training
 folds only), and images go through each model's own transform (``preprocess=model``).
@@ -40,9 +47,11 @@ def cache_dir(tmp_path_factory):
 def test_scores_equal_those_of_the_previous_version(compose_cfg, tmp_path, cache_dir, name):
     cfg = compose_cfg([*COMMON, *JOBS[name], f"cache.dir={cache_dir}"])
     new = run_experiment(cfg, tmp_path).scores
-    old = pd.read_csv(GOLDEN / f"{name}.csv")
-    assert len(new) == len(old) == 2 * 3 * 3
-    merged = old.merge(new, on=KEY, suffixes=("_old", "_new"), validate="one_to_one")
+    sets = sorted(GOLDEN.glob(f"**/{name}.csv"))
+    assert len(sets) >= 2
+    merged = min((pd.read_csv(path).merge(new, on=KEY, suffixes=("_old", "_new"), validate="one_to_one") for path in sets),
+                 key=lambda m: float((m["score_new"] - m["score_old"]).abs().max()))
+    assert len(new) == len(merged) == 2 * 3 * 3
     # 1e-10: the bound issue 14 keeps for exact layers (leave-one-out with one alpha now applies one residual map
     # to the responses instead of two products through their eigen-coordinates: 5e-12 apart on these scores)
     np.testing.assert_allclose(merged["score_new"], merged["score_old"], rtol=0, atol=1e-10)
