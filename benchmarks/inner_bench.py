@@ -4,7 +4,7 @@ At the shapes of the default job (150 images; the ResNet-18 target's 9 layers x 
 150,528-unit layer projected to the JL dimension; batches of 32):
 
 1. the regression bootstrap of one source layer (200 resamples, 10 folds): idsim's compiled pass
-   (``idsim.metrics._kernels``) against the same arithmetic as whole-array torch operations (what
+   (``idsim.kernels``) against the same arithmetic as whole-array torch operations (what
    idsim did before);
 2. leave-one-out predictions at one alpha: idsim's residual map (one n x n x units product) against
    the two products through the responses' eigen-coordinates;

@@ -184,24 +184,6 @@ class UnitStats:
         return (self._min == self._max).cpu().numpy()
 
 
-_POOL = None
-
-
-def _cpu_pool():
-    """Threads for the CPU's sparse products (one per torch thread; SciPy's kernels release the GIL)."""
-    global _POOL
-    if _POOL is None or _POOL._max_workers != max(1, torch.get_num_threads()):
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="idsim-srp")
-    return _POOL
-
-
-def _slices(n: int, k: int) -> list[slice]:
-    edges = np.linspace(0, n, min(max(k, 1), max(n, 1)) + 1).astype(int)
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
-
-
 class SparseProjection:
     """Seeded sparse random projection of every batch to ``n_components`` dimensions.
 
@@ -221,7 +203,6 @@ class SparseProjection:
         self.n_components = n_components
         self.row_centre = row_centre
         self.data = np.empty((n_images, n_components), dtype=np.float32)
-        self._host = torch.from_numpy(self.data)
         self._torch: torch.Tensor | None = None
         self._index: torch.Tensor | None = None
 
@@ -230,14 +211,18 @@ class SparseProjection:
         t = self._t
         return self.data.nbytes + t.data.nbytes + t.indices.nbytes + t.indptr.nbytes
 
-    def _project_cpu(self, acts: torch.Tensor) -> np.ndarray:
-        """The projection on the CPU: SciPy's compressed-column product on slices of the batch, one per core
-        (it releases the GIL): 1.9x torch's CSR kernel on 2 cores for a 150,528-unit layer (benchmarks/inner_bench.py)."""
+    def _project_cpu(self, acts: torch.Tensor, out: np.ndarray) -> None:
+        """The projection on the CPU, into ``out``: a compiled loop over the features (:func:`idsim.kernels.sparse_project`,
+        bit for bit SciPy's compressed-column product, without its transposed copy of the batch), as
+        many threads as torch uses."""
+        import numba
+
+        from .kernels import sparse_project
+
         if not isinstance(self._t, sp.csc_matrix):
             self._t = self._t.tocsc()  # components x features, by feature
-        a = acts.contiguous().numpy()
-        parts = _cpu_pool().map(lambda rows: (self._t @ a[rows].T).T, _slices(len(a), torch.get_num_threads()))
-        return np.concatenate(list(parts))
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        sparse_project(acts.contiguous().numpy(), self._t.indptr, self._t.indices, self._t.data, out)
 
     def update(self, acts: torch.Tensor, rows: slice) -> None:
         if self.units is not None:
@@ -248,7 +233,7 @@ class SparseProjection:
         if self.row_centre:
             acts = acts - acts.mean(1, keepdim=True)
         if acts.device.type == "cpu":
-            self._host[rows] = torch.from_numpy(self._project_cpu(acts))
+            self._project_cpu(acts, self.data[rows])
             return
         if self._torch is None or self._torch.device != acts.device:  # torch's sparse kernels on the GPU
             import warnings

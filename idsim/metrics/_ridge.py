@@ -231,11 +231,11 @@ def bootstrap_r(predictions: np.ndarray, Y: np.ndarray | BootstrapTargets, folds
     each weighted by its count (= r over the resampled images); fold values are averaged as the
     point estimate averages them. Folds with fewer than two drawn images, and units constant on
     them, give no value. ``Y`` may be a :class:`BootstrapTargets` made once for many source layers.
-    One compiled pass per unit (:mod:`idsim.metrics._kernels`): the five weighted sums of every
+    One compiled pass per unit (:mod:`idsim.kernels`): the five weighted sums of every
     fold and resample stay in the core's cache, where array operations would make a dozen passes
     over (resamples x units) arrays in memory.
     """
-    from ._kernels import bootstrap_pearson
+    from ..kernels import bootstrap_pearson
 
     t = Y if isinstance(Y, BootstrapTargets) else BootstrapTargets(Y, folds, counts)
     P = t.slab(predictions)
