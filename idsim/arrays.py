@@ -55,7 +55,7 @@ def reduce_batches(batches: Iterable[Mapping[str, np.ndarray]], n: int, layers: 
 
         def store(units: np.ndarray, layer: str, width: int) -> UnitStore:
             st = UnitStore(n, units, scratch=tmp, ram_budget=ram_left[0], name=layer, n_features=width)
-            if st.path is None:
+            if not st.spilled:
                 ram_left[0] -= st.data.nbytes
             return st
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -124,17 +125,24 @@ def shared_pixels(probe: ProbeSet, num_workers: int = 0, scratch: Path | str | N
 
 
 class Arena:
-    """RAM reused by every extraction of a run for its exact values (within ``ram_budget``).
+    """Memory reused by every extraction of a run for its exact values: RAM within ``ram_budget``,
+    and one scratch file beyond it.
 
-    Fresh memory costs a page fault per 4 KiB the first time it is written (measured here: about
-    2 s per GB, as much as a small model's forward passes), so the stores of the run's later models
-    reuse the pages of the earlier ones. It lives on the run's probe set object (like its shared
-    pixels) and goes with it.
+    Fresh memory costs a page fault per 4 KiB the first time it is written (measured here: 2-3 s per
+    GB, as much as a small model's forward passes; on this VM freed memory goes back to the host, so
+    memory a process frees and takes again is fresh again). So the stores of the run's later models
+    reuse the RAM pages of the earlier ones, and their spilled values the pages of one scratch file
+    that lives as long as the run (in the page cache: a new file per layer would be fresh pages every
+    time, freed when it is removed). It lives on the run's probe set object (like its shared pixels)
+    and goes with it.
     """
 
     def __init__(self):
         self.buffer = np.empty(0, dtype=np.uint8)
         self.offset = 0
+        self.spill_path: Path | None = None
+        self.spill_size = 0
+        self.spill_offset = 0
 
     @classmethod
     def of(cls, probe) -> "Arena":
@@ -145,7 +153,7 @@ class Arena:
                 probe._idsim_arena = arena
             except AttributeError:
                 pass
-        arena.offset = 0  # a new extraction: everything before is finalised and copied out
+        arena.offset = arena.spill_offset = 0  # a new extraction: everything before is finalised and copied out
         return arena
 
     def take(self, nbytes: int, budget: int) -> np.ndarray | None:
@@ -157,6 +165,22 @@ class Arena:
             self.buffer = np.empty(budget, dtype=np.uint8)  # (stores still using the old buffer keep it alive)
         self.offset = start + nbytes
         return self.buffer[start:start + nbytes]
+
+    def spill(self, nbytes: int, folder: Path) -> tuple[Path, int]:
+        """Where ``nbytes`` of spilled values go: (the run's scratch file in ``folder``, a page-aligned offset)."""
+        if self.spill_path is None or self.spill_path.parent != folder or not self.spill_path.exists():
+            import weakref
+
+            fd, name = tempfile.mkstemp(prefix="spill-", suffix=".f32", dir=folder)
+            os.close(fd)
+            self.spill_path, self.spill_size = Path(name), 0
+            weakref.finalize(self, _unlink, name)
+        start = -(-self.spill_offset // mmap.ALLOCATIONGRANULARITY) * mmap.ALLOCATIONGRANULARITY
+        self.spill_offset = start + nbytes
+        if self.spill_offset > self.spill_size:  # grows; never shrinks during the run (sparse until written)
+            os.truncate(self.spill_path, self.spill_offset)
+            self.spill_size = self.spill_offset
+        return self.spill_path, start
 
 
 def _unlink(path: str) -> None:
@@ -219,7 +243,7 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
 
     with contextlib.ExitStack() as stack:
         # spilled values live in this process's scratch folder (idsim.procs: swept if the process is SIGKILLed)
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="extract-", dir=run_folder(scratch))))
+        folder = run_folder(scratch)
 
         ram_left = [ram_budget]  # exact values kept in RAM, over all layers; the rest is spilled to scratch
         # on a GPU, exact values stay there (half of its free memory at the start), so no batch goes to the host
@@ -229,12 +253,17 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
 
         def store(units: np.ndarray, name: str, width: int) -> UnitStore:
             nbytes = n * units.size * 4
-            buffer = arena.take(nbytes, ram_budget) if dev.type == "cpu" and nbytes <= ram_left[0] else None
-            st = UnitStore(n, units, scratch=tmp, ram_budget=ram_left[0], name=name, n_features=width, device=dev,
-                           device_budget=device_left[0], buffer=buffer)
+            buffer = spill_at = None
+            if dev.type == "cpu":
+                if nbytes <= ram_left[0]:
+                    buffer = arena.take(nbytes, ram_budget)
+                else:
+                    spill_at = arena.spill(nbytes, folder)
+            st = UnitStore(n, units, ram_budget=ram_left[0], name=name, n_features=width, device=dev,
+                           device_budget=device_left[0], buffer=buffer, spill_at=spill_at)
             if isinstance(st.data, torch.Tensor):
                 device_left[0] -= st.data.numel() * 4
-            elif st.path is None:
+            elif not st.spilled:
                 ram_left[0] -= st.data.nbytes
             return st
 

@@ -93,16 +93,21 @@ class UnitStore:
 
     def __init__(self, n_images: int, units: np.ndarray, scratch: Path | None = None, ram_budget: int = DEFAULT_RAM_BUDGET,
                  name: str = "layer", n_features: int | None = None, device: torch.device | None = None,
-                 device_budget: int = 0, buffer: np.ndarray | None = None):
+                 device_budget: int = 0, buffer: np.ndarray | None = None, spill_at: tuple[Path, int] | None = None):
         self.units = np.asarray(units)
         self.n_images = n_images
         shape = (n_images, self.units.size)
         nbytes = shape[0] * shape[1] * 4
-        self.path: Path | None = None
+        self.path: Path | None = None  # a scratch file of its own, removed by close()
+        self.spilled = False
         self._host: torch.Tensor | None = None
         if device is not None and device.type != "cpu" and nbytes <= device_budget:
             self.data = torch.empty(shape, dtype=torch.float32, device=device)  # no host round-trip per batch
+        elif nbytes > ram_budget and spill_at is not None:  # a region of a scratch file the run reuses (features.Arena)
+            self.spilled = True
+            self.data = np.memmap(spill_at[0], dtype=np.float32, mode="r+", offset=spill_at[1], shape=shape)
         elif nbytes > ram_budget and scratch is not None:
+            self.spilled = True
             scratch.mkdir(parents=True, exist_ok=True)
             self.path = scratch / f"{name.replace('/', '_')}.{id(self):x}.f32"
             self.data = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=shape)
@@ -146,9 +151,10 @@ class UnitStore:
         return self.stats.constant()
 
     def close(self) -> None:
-        if self.path is not None:
+        if self.spilled:
             self._host = None
             del self.data
+        if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None
 
