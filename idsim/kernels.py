@@ -38,7 +38,23 @@ def bootstrap_pearson(P, Y, C, W, starts, cancel, out):  # pragma: no cover - co
             spy[:] = 0.0
             sy[:] = 0.0
             syy[:] = 0.0
-            for i in range(starts[k], starts[k + 1]):
+            i = starts[k]
+            stop = starts[k + 1]
+            while i + 4 <= stop:  # four images per pass over the resamples: a quarter of the sums' loads and stores
+                p0, p1, p2, p3 = P[j, i], P[j, i + 1], P[j, i + 2], P[j, i + 3]
+                y0, y1, y2, y3 = Y[j, i], Y[j, i + 1], Y[j, i + 2], Y[j, i + 3]
+                pp0, pp1, pp2, pp3 = p0 * p0, p1 * p1, p2 * p2, p3 * p3
+                py0, py1, py2, py3 = p0 * y0, p1 * y1, p2 * y2, p3 * y3
+                yy0, yy1, yy2, yy3 = y0 * y0, y1 * y1, y2 * y2, y3 * y3
+                for b in range(B):  # added in image order, as one image at a time: the same roundings
+                    c0, c1, c2, c3 = C[i, b], C[i + 1, b], C[i + 2, b], C[i + 3, b]
+                    sp[b] = sp[b] + c0 * p0 + c1 * p1 + c2 * p2 + c3 * p3
+                    spp[b] = spp[b] + c0 * pp0 + c1 * pp1 + c2 * pp2 + c3 * pp3
+                    spy[b] = spy[b] + c0 * py0 + c1 * py1 + c2 * py2 + c3 * py3
+                    sy[b] = sy[b] + c0 * y0 + c1 * y1 + c2 * y2 + c3 * y3
+                    syy[b] = syy[b] + c0 * yy0 + c1 * yy1 + c2 * yy2 + c3 * yy3
+                i += 4
+            while i < stop:
                 p = P[j, i]
                 y = Y[j, i]
                 pp = p * p
@@ -51,6 +67,7 @@ def bootstrap_pearson(P, Y, C, W, starts, cancel, out):  # pragma: no cover - co
                     spy[b] += c * py
                     sy[b] += c * y
                     syy[b] += c * yy
+                i += 1
             for b in range(B):
                 w = W[k, b]
                 if w < 2.0:
