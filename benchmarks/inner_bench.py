@@ -116,6 +116,22 @@ def main(argv=None) -> int:
     rows.append(("sparse projection of one batch (32 x 150,528 -> 4,295)", ours_p, ref_p,
                  float(np.abs(proj.data[:32] - (csr @ acts.T).T.numpy()).max())))
 
+    # the widest layer of the default job (VGG11's first ReLU, past exact_max_mb): against the previous code,
+    # SciPy's compressed-column product on one half of the batch per thread (it copies its half transposed)
+    from concurrent.futures import ThreadPoolExecutor
+
+    wide = SparseProjection(n, 64 * 224 * 224, 5920, seed=0, layer="wide", purpose="gram")
+    big = torch.relu(torch.randn(32, 64 * 224 * 224))
+    csc = wide._t.tocsc()
+    with ThreadPoolExecutor(2) as pool:
+        def scipy_halves():
+            a = big.numpy()
+            return np.concatenate(list(pool.map(lambda r: (csc @ a[r].T).T, (slice(0, 16), slice(16, 32)))))
+        rows.append(("sparse projection of one batch (32 x 3,211,264 -> 5,920), against SciPy in 2 threads",
+                     best_of(lambda: wide.update(big, slice(0, 32)), 3), best_of(scipy_halves, 3),
+                     float(np.abs(wide.data[:32] - scipy_halves()).max())))
+    del wide, big, csc
+
     b = torch.randn(n, 55924, dtype=torch.float64)
     g = torch.zeros(n, n, dtype=torch.float64)
     edges = [round(i * n / 4) for i in range(5)]
