@@ -78,6 +78,7 @@ class RunWriter:
         self.plots = plots
         self._parts: list[pd.DataFrame] = []
         self._boot: list[pd.DataFrame] = []
+        self._written: dict[Path, list] = {}  # each CSV's columns and types as written
         self._figures_done: list = []
         self._logged: list = []
         self._t0 = time.perf_counter()
@@ -130,10 +131,9 @@ class RunWriter:
         self._track("log_table", "ceilings", ceilings)
 
     def add_scores(self, part: pd.DataFrame) -> pd.DataFrame:
-        """Append one source's rows and rewrite ``scores.csv``; returns all rows so far."""
-        self._parts.append(part)
+        """Add one source's rows to ``scores.csv``; returns all rows so far."""
+        self._add_rows(self.out / "scores.csv", self._parts, part)
         scores = pd.concat(self._parts, ignore_index=True)
-        scores.to_csv(self.out / "scores.csv", index=False)
         if self.plots:  # this source's heatmap, drawn while the next source is extracted
             from . import plots
 
@@ -141,9 +141,21 @@ class RunWriter:
         return scores
 
     def add_bootstrap(self, part: pd.DataFrame) -> None:
-        """Append one source's scores on stimulus resamples and rewrite ``bootstrap.csv``."""
-        self._boot.append(part)
-        pd.concat(self._boot, ignore_index=True).to_csv(self.out / "bootstrap.csv", index=False)
+        """Add one source's scores on stimulus resamples to ``bootstrap.csv``."""
+        self._add_rows(self.out / "bootstrap.csv", self._boot, part)
+
+    def _add_rows(self, path: Path, parts: list[pd.DataFrame], part: pd.DataFrame) -> None:
+        """Write one source's rows as soon as it is scored (a stopped run keeps them): appended to ``path`` when
+        its columns and types are those written so far, else the file is rewritten whole (the bootstrap's
+        file grows to ~10^5 rows a source: rewriting it after every source cost more than writing it)."""
+        parts.append(part)
+        kinds = list(zip(part.columns, part.dtypes.astype(str)))
+        if len(parts) > 1 and self._written.get(path) == kinds:
+            part.to_csv(path, mode="a", header=False, index=False)
+            return
+        whole = pd.concat(parts, ignore_index=True)
+        whole.to_csv(path, index=False)
+        self._written[path] = list(zip(whole.columns, whole.dtypes.astype(str)))
 
     @property
     def scores(self) -> pd.DataFrame:

@@ -197,3 +197,23 @@ def test_tracker_logging_runs_in_the_background_and_its_errors_are_not_lost(tmp_
     assert [c[0] for c in calls] == ["target_units", "scores", "identifiability", "best_scores", "finish"]
     assert all(name.startswith("idsim-figures") for _, name in calls[:-1]) and calls[-1] == ("finish", True)
     assert (tmp_path / "target_units.csv").is_file() and (tmp_path / "best_scores.csv").is_file()
+
+
+def test_results_files_hold_each_source_as_it_is_scored_and_equal_one_write_of_all(tmp_path):
+    """scores.csv and bootstrap.csv gain each source's rows when it is scored (appended, not rewritten); the
+    files equal the whole table written at once, also when a later source brings a column or a type the
+    earlier ones lacked (then the file is rewritten whole, not appended out of line)."""
+    from idsim.outputs import RunWriter
+
+    parts = [pd.DataFrame({"source": ["a", "a"], "score": [0.5, 0.25], "k": [1, 2]}),
+             pd.DataFrame({"source": ["b"], "score": [0.125], "k": [3]}),
+             pd.DataFrame({"source": ["c"], "score": [0.75], "k": [np.nan]}),              # int -> float column
+             pd.DataFrame({"source": ["d"], "score": [0.0625], "k": [4.0], "extra": ["x"]}),  # a new column
+             pd.DataFrame({"source": ["e"], "score": [1.0], "k": [5.0], "extra": ["y"]})]
+    with RunWriter(tmp_path, {}, None, name="t", plots=False) as w:
+        for i, part in enumerate(parts):
+            w.add_scores(part)
+            w.add_bootstrap(part)
+            expected = pd.concat(parts[:i + 1], ignore_index=True).to_csv(index=False)
+            assert (tmp_path / "scores.csv").read_text() == expected
+            assert (tmp_path / "bootstrap.csv").read_text() == expected
