@@ -11,6 +11,14 @@ import numba
 import numpy as np
 
 
+def match_torch_threads() -> None:
+    """The compiled loops use as many threads as torch (which follows the CPUs a job was given, e.g. SLURM's
+    ``cpus_per_task``; numba's default is every core of the machine). Results do not depend on it."""
+    import torch
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 @numba.njit(parallel=True, cache=True, boundscheck=False, fastmath={"contract"}, error_model="numpy")
 def bootstrap_pearson(P, Y, C, W, starts, cancel, out):  # pragma: no cover - compiled
     """Weighted held-out Pearson r per resample and unit, averaged over folds.

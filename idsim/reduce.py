@@ -221,13 +221,11 @@ class SparseProjection:
         """The projection on the CPU, into ``out``: a compiled loop over the features (:func:`idsim.kernels.sparse_project`,
         bit for bit SciPy's compressed-column product, without its transposed copy of the batch), as
         many threads as torch uses."""
-        import numba
-
-        from .kernels import sparse_project
+        from .kernels import match_torch_threads, sparse_project
 
         if not isinstance(self._t, sp.csc_matrix):
             self._t = self._t.tocsc()  # components x features, by feature
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        match_torch_threads()
         sparse_project(acts.contiguous().numpy(), self._t.indptr, self._t.indices, self._t.data, out)
 
     def update(self, acts: torch.Tensor, rows: slice) -> None:

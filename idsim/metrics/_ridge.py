@@ -235,8 +235,9 @@ def bootstrap_r(predictions: np.ndarray, Y: np.ndarray | BootstrapTargets, folds
     fold and resample stay in the core's cache, where array operations would make a dozen passes
     over (resamples x units) arrays in memory.
     """
-    from ..kernels import bootstrap_pearson
+    from ..kernels import bootstrap_pearson, match_torch_threads
 
+    match_torch_threads()
     t = Y if isinstance(Y, BootstrapTargets) else BootstrapTargets(Y, folds, counts)
     P = t.slab(predictions)
     out = np.empty((t.C.shape[1], P.shape[0]))
