@@ -16,8 +16,10 @@ import contextlib
 import difflib
 import functools
 import hashlib
+import importlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -113,7 +115,18 @@ def _state_dict_digest(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _import_library(library: str) -> None:
+    """The library's models package, imported once per process with the cycle collector quiet."""
+    module = "torchvision.models" if library == "torchvision" else "timm"
+    if module not in sys.modules:
+        from .procs import importing
+
+        with importing():
+            importlib.import_module(module)
+
+
 def _construct(name: str, library: str, pretrained: bool, tag: str | None = None) -> nn.Module:
+    _import_library(library)
     if library == "torchvision":
         import torchvision
 

@@ -495,3 +495,37 @@ def test_tune_memory_stops_numpy_asking_for_huge_pages(monkeypatch):
         assert _set_madvise_hugepage(True) is False and os.environ["NUMPY_MADVISE_HUGEPAGE"] == "0"
     finally:
         _set_madvise_hugepage(before)
+        import gc
+
+        gc.unfreeze()  # tune_memory froze this test process's objects (idsim.procs.settle)
+
+
+def test_settle_collects_garbage_cycles_before_freezing_the_rest():
+    """A model in a reference cycle that the run is done with must be collected, not frozen for good."""
+    import gc
+    import weakref
+
+    from idsim.procs import importing, settle
+
+    class Node:
+        pass
+
+    try:
+        done, alive = Node(), Node()
+        done.me, alive.me = done, alive  # both in a cycle; only ``alive`` is still referenced
+        gone = weakref.ref(done)
+        del done
+        frozen = gc.get_freeze_count()
+        settle()
+        assert gone() is None                      # collected first, not frozen
+        assert gc.get_freeze_count() > frozen      # the live objects (``alive`` among them) are frozen
+        assert gc.isenabled()
+        with importing():
+            assert not gc.isenabled()               # no collection walks an import's new objects
+            made = [Node() for _ in range(1000)]
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(made)
+        with pytest.raises(RuntimeError), importing():
+            raise RuntimeError("an import that fails")
+        assert gc.isenabled()                       # collection is back on after a failed import too
+    finally:
+        gc.unfreeze()                               # this test process's objects: collectable again
