@@ -1,6 +1,6 @@
-"""A feature cache on disk, shared by runs, sweeps and parallel jobs.
+"""The caches on disk, shared by runs, sweeps and parallel jobs: features, and the scores made of them.
 
-An entry holds what extraction kept of every layer of one model on one probe set (Gram matrices,
+A feature entry holds what extraction kept of every layer of one model on one probe set (Gram matrices,
 RDMs, projected features, sampled units: a :class:`~idsim.features.FeatureSet`). Its key is a
 hash of everything that changes those numbers:
 
@@ -16,7 +16,11 @@ hash of everything that changes those numbers:
   kernels round differently: a run's bytes must not depend on what ran before), and the versions of torch,
   torchvision, timm, numpy and of idsim's own reductions (:data:`FORMAT`).
 
-Entries are directories ``<cache dir>/features/<key[:2]>/<key>/`` holding ``arrays.npz`` and
+A score entry holds a metric's scores of one source against one target (and their bootstrap),
+keyed on both feature keys, the metric's options, seed and resamples, and the bytes of idsim's
+scoring code (:func:`cached_scores`): a job run again with everything cached fits no regression.
+
+Entries (:class:`Entries`) are directories ``<cache dir>/<kind>/<key[:2]>/<key>/`` holding ``arrays.npz`` and
 ``meta.json`` (the key's fields and the SHA-256 of the arrays). They are written under a
 temporary name in the same folder and renamed into place, which is atomic: a reader sees a whole
 entry or none, a crash leaves only a temporary folder (swept later), and when two jobs fill the
@@ -84,20 +88,39 @@ def make_key(model: dict, probe: dict, plan: Plan, settings: dict) -> tuple[str,
     return hashlib.sha256(blob.encode()).hexdigest(), desc
 
 
-_ARRAYS = ("features", "units", "unit_index")  # LayerData arrays; ``grams`` are stored as "<i>.gram.<kind>"
+class Entries:
+    """Entries of named arrays and a JSON description, at ``<root>/<kind>/<key[:2]>/<key>/``.
 
+    Written atomically (a temporary folder renamed into place), checked against their SHA-256 when
+    read (a damaged entry is a miss, removed), and filled under a lock so that jobs needing the same
+    entry at once compute it once. Subclasses say what a value is as arrays (:meth:`encode`,
+    :meth:`decode`).
+    """
 
-class FeatureCache:
-    """Feature cache rooted at ``<root>/features``."""
+    kind = ""
 
     def __init__(self, root: Path | str):
-        self.root = Path(root).expanduser() / "features"
+        self.root = Path(root).expanduser() / self.kind
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / key
 
-    def get(self, key: str) -> FeatureSet | None:
-        """The cached feature set, or None if absent or damaged (a damaged entry is removed)."""
+    # what a value is on disk
+
+    def encode(self, value) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, JSON-able fields) of a value."""
+        raise NotImplementedError
+
+    def decode(self, arrays: dict[str, np.ndarray], meta: dict):
+        raise NotImplementedError
+
+    def worth_keeping(self, value) -> bool:
+        return True
+
+    # reading and writing
+
+    def get(self, key: str):
+        """The cached value, or None if absent or damaged (a damaged entry is removed)."""
         path = self.path(key)
         meta_path = path / "meta.json"
         if not meta_path.is_file():
@@ -109,44 +132,26 @@ class FeatureCache:
                 raise ValueError("checksum mismatch")
             with np.load(arrays_path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-            fs = FeatureSet(model=meta["model_name"], n_images=int(meta["n_images"]))
-            for i, layer in enumerate(meta["layers"]):
-                d = LayerData(**layer["fields"])
-                for a in _ARRAYS:
-                    if f"{i}.{a}" in arrays:
-                        setattr(d, a, arrays[f"{i}.{a}"])
-                d.grams = {k.rsplit(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{i}.gram.")}
-                fs.layers[d.name] = d
-            return fs
+            return self.decode(arrays, meta)
         except Exception as e:  # anything unreadable is a miss; remove it so it is recomputed
-            log.warning("feature cache entry %s is damaged (%s): recomputing", path, e)
+            log.warning("%s cache entry %s is damaged (%s): recomputing", self.kind, path, e)
             self._discard(path)
             return None
 
-    def put(self, key: str, features: FeatureSet, desc: dict) -> Path:
+    def put(self, key: str, value, desc: dict) -> Path:
         """Write an entry atomically; if another writer got there first, keep theirs."""
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         self._sweep(final.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=final.parent))
         try:
-            arrays, layers = {}, []
-            for i, d in enumerate(features.layers.values()):
-                scalars = {f.name: getattr(d, f.name) for f in fields(d) if f.name not in (*_ARRAYS, "grams")}
-                layers.append({"fields": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in scalars.items()}})
-                for a in _ARRAYS:
-                    v = getattr(d, a)
-                    if v is not None:
-                        arrays[f"{i}.{a}"] = np.ascontiguousarray(v)
-                for kind, v in d.grams.items():
-                    arrays[f"{i}.gram.{kind}"] = np.ascontiguousarray(v)
+            arrays, fields_ = self.encode(value)
             with open(tmp / "arrays.npz", "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
                 f.flush()
                 os.fsync(f.fileno())
-            meta = {"key": key, "model_name": features.model, "n_images": features.n_images, "layers": layers,
-                    "sha256": file_digest(tmp / "arrays.npz"), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "description": desc}
+            meta = {"key": key, **fields_, "sha256": file_digest(tmp / "arrays.npz"),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "description": desc}
             with open(tmp / "meta.json", "w") as f:
                 json.dump(meta, f, indent=1, default=str)
                 f.flush()
@@ -164,12 +169,12 @@ class FeatureCache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-    def get_or_compute(self, key: str, desc: dict, compute: Callable[[], FeatureSet]) -> tuple[FeatureSet, bool]:
-        """(features, hit): the cached entry, or ``compute()`` stored under ``key``.
+    def get_or_compute(self, key: str, desc: dict, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        """(value, hit): the cached entry, or ``compute()`` stored under ``key``.
 
         One process fills an entry while the others that need it wait on its lock (a ``flock``,
         released by the kernel however the holder dies) and then read it: the jobs of a sweep that
-        start together extract each entry once. The lock lives beside the entry, so it works
+        start together compute each entry once. The lock lives beside the entry, so it works
         wherever the cache folder is shared (a cluster's shared file system included).
         """
         hit = self.get(key)
@@ -183,7 +188,7 @@ class FeatureCache:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            log.info("waiting for another job to extract feature-cache entry %s", key[:12])
+            log.info("waiting for another job to fill %s cache entry %s", self.kind, key[:12])
             lock.acquire()
         try:
             hit = self.get(key)  # filled while we waited
@@ -193,16 +198,15 @@ class FeatureCache:
         finally:
             lock.release()
 
-    def _compute_and_put(self, key: str, desc: dict, compute: Callable[[], FeatureSet]) -> FeatureSet:
-        features = compute()
-        if not any(d.grams or d.features is not None or d.units is not None for d in features.layers.values()):
-            log.warning("features of %s hold no arrays: not cached", features.model)
-            return features
+    def _compute_and_put(self, key: str, desc: dict, compute: Callable[[], Any]):
+        value = compute()
+        if not self.worth_keeping(value):
+            return value
         try:
-            self.put(key, features, desc)
-        except OSError as e:  # a full or read-only disk must not lose the computed features
-            log.warning("could not write the feature cache under %s (%s); continuing without it", self.root, e)
-        return features
+            self.put(key, value, desc)
+        except OSError as e:  # a full or read-only disk must not lose what was computed
+            log.warning("could not write the %s cache under %s (%s); continuing without it", self.kind, self.root, e)
+        return value
 
     def _discard(self, path: Path) -> None:
         trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
@@ -224,8 +228,67 @@ class FeatureCache:
                 pass
 
 
-def cached_features(system, probe, plan: Plan, settings, root: Path | str | None) -> tuple[FeatureSet, bool]:
-    """(features, hit): ``system``'s features on ``probe`` from the cache under ``root``, or extracted and stored.
+_ARRAYS = ("features", "units", "unit_index")  # LayerData arrays; ``grams`` are stored as "<i>.gram.<kind>"
+
+
+class FeatureCache(Entries):
+    """Feature sets (:class:`~idsim.featureset.FeatureSet`), at ``<root>/features``."""
+
+    kind = "features"
+
+    def encode(self, features: FeatureSet) -> tuple[dict[str, np.ndarray], dict]:
+        arrays, layers = {}, []
+        for i, d in enumerate(features.layers.values()):
+            scalars = {f.name: getattr(d, f.name) for f in fields(d) if f.name not in (*_ARRAYS, "grams")}
+            layers.append({"fields": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in scalars.items()}})
+            for a in _ARRAYS:
+                v = getattr(d, a)
+                if v is not None:
+                    arrays[f"{i}.{a}"] = v
+            for kind, v in d.grams.items():
+                arrays[f"{i}.gram.{kind}"] = v
+        return arrays, {"model_name": features.model, "n_images": features.n_images, "layers": layers}
+
+    def decode(self, arrays: dict[str, np.ndarray], meta: dict) -> FeatureSet:
+        fs = FeatureSet(model=meta["model_name"], n_images=int(meta["n_images"]))
+        for i, layer in enumerate(meta["layers"]):
+            d = LayerData(**layer["fields"])
+            for a in _ARRAYS:
+                if f"{i}.{a}" in arrays:
+                    setattr(d, a, arrays[f"{i}.{a}"])
+            d.grams = {k.rsplit(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{i}.gram.")}
+            fs.layers[d.name] = d
+        return fs
+
+    def worth_keeping(self, features: FeatureSet) -> bool:
+        if any(d.grams or d.features is not None or d.units is not None for d in features.layers.values()):
+            return True
+        log.warning("features of %s hold no arrays: not cached", features.model)
+        return False
+
+
+class ScoreCache(Entries):
+    """A metric's scores of one source against one target (:class:`~idsim.metrics.base.LayerScores`),
+    at ``<root>/scores``."""
+
+    kind = "scores"
+
+    def encode(self, res) -> tuple[dict[str, np.ndarray], dict]:
+        arrays = {"score": res.score, **{f"extra.{k}": v for k, v in res.extra.items()}}
+        if res.boot is not None:
+            arrays["boot"] = res.boot
+        return arrays, {"extra": list(res.extra)}
+
+    def decode(self, arrays: dict[str, np.ndarray], meta: dict):
+        from .metrics.base import LayerScores
+
+        return LayerScores(score=arrays["score"], extra={k: arrays[f"extra.{k}"] for k in meta["extra"]},
+                           boot=arrays.get("boot"))
+
+
+def cached_features(system, probe, plan: Plan, settings, root: Path | str | None) -> tuple[FeatureSet, str | None]:
+    """(features, key): ``system``'s features on ``probe`` from the cache under ``root``, or extracted and
+    stored (key None: no cache).
 
     ``settings`` (an :class:`~idsim.schema.ExtractionConfig`) adds what changes the numbers beyond the
     plan: the exact-value budget and projection size, the device type and the batch size.
@@ -234,7 +297,7 @@ def cached_features(system, probe, plan: Plan, settings, root: Path | str | None
         return system.extract(probe, plan, settings)
 
     if root is None:
-        return compute(), False
+        return compute(), None
     from .features import resolve_device
 
     key, desc = make_key(system.identity(), {"name": probe.name, "n_images": len(probe), **probe.identity()}, plan,
@@ -244,4 +307,53 @@ def cached_features(system, probe, plan: Plan, settings, root: Path | str | None
                           "batch_size": settings.batch_size, "precision": settings.precision})
     feats, hit = FeatureCache(root).get_or_compute(key, desc, compute)
     log.info("%s: features %s (%s)", system.label, "from the cache" if hit else "extracted", key[:12])
-    return feats, hit
+    return feats, key
+
+
+#: idsim's code that turns two feature sets into scores: its bytes key the score cache (no version to bump)
+SCORING_CODE = ("metrics", "kernels.py", "gram.py", "stats.py")
+
+
+def scoring_code_digest(_memo: list = []) -> str:  # noqa: B006 - per-process memo
+    if not _memo:
+        here = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for part in SCORING_CODE:
+            for f in sorted((here / part).rglob("*.py")) if (here / part).is_dir() else [here / part]:
+                h.update(f.relative_to(here).as_posix().encode())
+                h.update(f.read_bytes())
+        _memo.append(h.hexdigest())
+    return _memo[0]
+
+
+def cached_scores(metric, source_key: str | None, target_key: str | None, seed: int, resamples: np.ndarray | None,
+                  device, root: Path | str | None, compute: Callable[[], Any], label: str = "source"):
+    """A metric's :class:`~idsim.metrics.base.LayerScores` of one source against the target: from the score
+    cache under ``root``, or ``compute()`` and stored.
+
+    The key is everything the scores are a function of: both feature-cache keys (which pin the
+    features), the metric's options, the seed, the bootstrap's resamples, the scoring device type, the
+    bytes of idsim's scoring code (:data:`SCORING_CODE`) and the versions of the numerical libraries.
+    Without a feature-cache key on both sides (no cache) the scores are computed.
+    """
+    if root is None or source_key is None or target_key is None:
+        return compute()
+    import importlib.metadata as md
+    from dataclasses import asdict
+
+    libs = {}
+    for pkg in ("numpy", "scipy", "scikit-learn", "torch", "numba"):
+        try:
+            libs[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            libs[pkg] = "absent"
+    desc = {"source": source_key, "target": target_key, "metric": {"kind": metric.kind, **asdict(metric.options)},
+            "seed": seed, "device": getattr(device, "type", str(device)),
+            "resamples": None if resamples is None else
+            [list(resamples.shape), hashlib.sha256(np.ascontiguousarray(resamples, dtype=np.int64)).hexdigest()],
+            "code": scoring_code_digest(), "versions": libs}
+    key = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
+    res, hit = ScoreCache(root).get_or_compute(key, desc, compute)
+    if hit:
+        log.info("%s: scores from the cache (%s)", label, key[:12])
+    return res

@@ -18,7 +18,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from . import metrics, schema, stats, systems
-from .cache import cached_features
+from .cache import cached_features, cached_scores
 from .identifiability import best_per_source, identifiability, verdict
 from .outputs import RunWriter, units_table
 from .scoring import check_pair, layer_table, scores_table
@@ -65,7 +65,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
         writer.config(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg)))
         t_plan = metric.plan(systems.TARGET, run.unit_ratio, run.seed)
         with clock("extract:target"):
-            t_feats, _ = cached_features(target, probe, t_plan, run.extraction, cache)
+            t_feats, t_key = cached_features(target, probe, t_plan, run.extraction, cache)
             ceilings = target.ceilings(metric, t_plan, t_feats, probe, run.extraction)  # None for a network
         units = units_table(t_feats, run.unit_ratio, len(getattr(probe, "unreadable", ())))
         writer.target_units(units)
@@ -76,11 +76,13 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
         boots = {}
         for source in sources:
             with clock(f"extract:{source.label}"):
-                s_feats, _ = cached_features(source, probe, metric.plan(systems.SOURCE, seed=run.seed), run.extraction,
-                                             cache)
+                s_feats, s_key = cached_features(source, probe, metric.plan(systems.SOURCE, seed=run.seed),
+                                                 run.extraction, cache)
             with clock(f"score:{source.label}"):
                 check_pair(s_feats, t_feats)
-                res = metric.score(s_feats, t_feats, seed=run.seed, device=device, resamples=resamples)
+                res = cached_scores(metric, s_key, t_key, run.seed, resamples, device, cache,
+                                    lambda: metric.score(s_feats, t_feats, seed=run.seed, device=device,
+                                                         resamples=resamples), label=source.label)
                 part = scores_table(layer_table(res, s_feats, t_feats), source, target, metric, probe, run.unit_ratio,
                                     ceilings)
                 writer.add_scores(part)

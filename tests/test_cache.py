@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import TINY
@@ -199,6 +200,60 @@ def test_interrupted_write_leaves_no_valid_entry(tmp_path, monkeypatch):
     assert not stale.exists() and _same(c.get(key), _features())
 
 
+def test_score_entries_round_trip_and_key_on_everything_scores_depend_on(tmp_path, monkeypatch):
+    """A cached score must come back bit for bit, and any input it depends on must miss the cache."""
+    from dataclasses import dataclass
+
+    from idsim.metrics.base import LayerScores
+
+    rng = np.random.default_rng(0)
+    with_boot = LayerScores(rng.standard_normal((3, 2)), {"r2": rng.standard_normal((3, 2))},
+                            rng.standard_normal((5, 3, 2)))
+    c = cache_mod.ScoreCache(tmp_path)
+    for res in (with_boot, LayerScores(rng.standard_normal((3, 2)))):
+        c.put("ab" * 32, res, {})
+        got = c.get("ab" * 32)
+        np.testing.assert_array_equal(got.score, res.score)
+        assert list(got.extra) == list(res.extra) and all(np.array_equal(got.extra[k], v) for k, v in res.extra.items())
+        assert (got.boot is None) == (res.boot is None) and (res.boot is None or np.array_equal(got.boot, res.boot))
+        c._discard(c.path("ab" * 32))
+
+    @dataclass
+    class Options:
+        name: str = "toy"
+        alpha: float = 1.0
+
+    class Toy:
+        kind = "toy"
+
+        def __init__(self, **kw):
+            self.options = Options(**kw)
+
+    computed = []
+    resamples = rng.integers(0, 10, (4, 10))
+
+    def scores(metric=Toy(), src="s" * 64, tgt="t" * 64, seed=0, res=resamples, device="cpu", root=tmp_path):
+        return cache_mod.cached_scores(metric, src, tgt, seed, res, device, root,
+                                       lambda: computed.append(1) or with_boot)
+
+    first = scores()
+    np.testing.assert_array_equal(first.boot, with_boot.boot)
+    scores()
+    assert len(computed) == 1  # the same inputs: from the cache
+    changed = [dict(metric=Toy(alpha=2.0)), dict(src="x" * 64), dict(tgt="y" * 64), dict(seed=1),
+               dict(res=resamples[:3]), dict(res=(resamples + 1) % 10), dict(res=None), dict(device="cuda")]
+    for n, kw in enumerate(changed, start=2):
+        scores(**kw)
+        assert len(computed) == n, kw  # each input the scores depend on is part of the key
+    monkeypatch.setattr(cache_mod, "scoring_code_digest", lambda: "another version of idsim's scoring code")
+    scores()
+    assert len(computed) == len(changed) + 2
+    monkeypatch.undo()
+    scores(root=None)
+    scores(src=None)  # no cache, or a side without a feature-cache key: always computed
+    assert len(computed) == len(changed) + 4
+
+
 def _writer(root: str, key: str, barrier) -> None:
     fs = _features()
     barrier.wait()
@@ -227,25 +282,38 @@ def test_runs_reuse_features_and_unit_ratio_sweeps_reuse_sources(compose_cfg, tm
     import idsim.experiment as exp
     import idsim.features
 
-    calls = []
+    calls, scored = [], []
     real = idsim.features.extract
     monkeypatch.setattr(idsim.features, "extract", lambda model, *a, **k: calls.append(model.name) or real(model, *a, **k))
+    real_scores = exp.cached_scores
+
+    def spy(metric, *a, **k):  # counts the scores actually computed (the cache's misses)
+        *rest, compute = a
+        return real_scores(metric, *rest, lambda: scored.append(metric.name) or compute(), **k)
+
+    monkeypatch.setattr(exp, "cached_scores", spy)
     cache = [f"cache.dir={tmp_path / 'cache'}"]
     base = ["target=alexnet", "sources=[alexnet,resnet18]", "target.layers=[features.4,classifier.2]",
             "sources.resnet18.layers=[layer1,layer4]", *TINY, *cache]
     cold = exp.run_experiment(compose_cfg(base), tmp_path / "cold")
-    assert sorted(calls) == ["alexnet", "alexnet", "resnet18"]
-    calls.clear()
+    assert sorted(calls) == ["alexnet", "alexnet", "resnet18"] and scored == ["cka", "cka"]
+    calls.clear(), scored.clear()
     warm = exp.run_experiment(compose_cfg(base), tmp_path / "warm")
-    assert calls == []
+    assert calls == [] and scored == []  # everything cached: no extraction, no scoring
     np.testing.assert_array_equal(cold.scores.score, warm.scores.score)
+    pd.testing.assert_frame_equal(cold.identifiability, warm.identifiability)
     exp.run_experiment(compose_cfg([*base, "metric=cka_debiased"]), tmp_path / "debiased")
-    assert calls == []  # same reductions: nothing extracted
+    assert calls == [] and scored == ["cka_debiased"] * 2  # same reductions: nothing extracted; new scores
+    scored.clear()
+    exp.run_experiment(compose_cfg([*base, "stats.bootstrap=7"]), tmp_path / "boot7")
+    assert calls == [] and scored == ["cka"] * 2  # other resamples: other bootstrap scores
+    scored.clear()
     exp.run_experiment(compose_cfg([*base, "unit_ratio=0.5"]), tmp_path / "half")
     assert calls == ["alexnet"]  # only the target: the sources' reductions do not depend on unit_ratio
-    calls.clear()
+    assert scored == ["cka"] * 2  # the target's features changed: so do the scores
+    calls.clear(), scored.clear()
     exp.run_experiment(compose_cfg([*base, "cache.enabled=false"]), tmp_path / "off")
-    assert sorted(calls) == ["alexnet", "alexnet", "resnet18"]
+    assert sorted(calls) == ["alexnet", "alexnet", "resnet18"] and scored == ["cka"] * 2
 
 
 def test_projected_grams_stay_close_to_exact_on_a_real_network():
