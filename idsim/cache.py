@@ -298,11 +298,11 @@ def cached_features(system, probe, plan: Plan, settings, root: Path | str | None
 
     if root is None:
         return compute(), None
-    from .features import resolve_device
+    from .devices import device_type
 
     key, desc = make_key(system.identity(), {"name": probe.name, "n_images": len(probe), **probe.identity()}, plan,
                          {"exact_max_mb": settings.exact_max_mb, "gram_dim": settings.gram_dim,
-                          "device": resolve_device(settings.device).type,
+                          "device": device_type(settings.device),
                           # batched kernels round differently (up to ~1e-7): same command, same bytes
                           "batch_size": settings.batch_size, "precision": settings.precision})
     feats, hit = FeatureCache(root).get_or_compute(key, desc, compute)

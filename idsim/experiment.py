@@ -8,6 +8,7 @@ identify, write.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import metrics, schema, stats, systems
 from .cache import cached_features, cached_scores
+from .devices import device_type, resolve_device
 from .identifiability import best_per_source, identifiability, verdict
 from .outputs import RunWriter, units_table
 from .scoring import check_pair, layer_table, scores_table
@@ -54,7 +56,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
     t0 = time.perf_counter()
     clock = Clock()
     with clock("prepare"):
-        run, metric, target, sources, probe, device = _prepare(cfg)
+        run, metric, target, sources, probe, device = _prepare(cfg)  # device: its type ("cpu", "cuda")
     n_boot = metric.bootstrap_default if run.stats.bootstrap is None else run.stats.bootstrap
     resamples = stats.resamples(len(probe), n_boot, run.seed)
     cache = run.cache.dir if run.cache.enabled else None
@@ -81,8 +83,8 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
             with clock(f"score:{source.label}"):
                 check_pair(s_feats, t_feats)
                 res = cached_scores(metric, s_key, t_key, run.seed, resamples, device, cache,
-                                    lambda: metric.score(s_feats, t_feats, seed=run.seed, device=device,
-                                                         resamples=resamples), label=source.label)
+                                    functools.partial(_score, metric, s_feats, t_feats, run, resamples),
+                                    label=source.label)
                 part = scores_table(layer_table(res, s_feats, t_feats), source, target, metric, probe, run.unit_ratio,
                                     ceilings)
                 writer.add_scores(part)
@@ -111,7 +113,7 @@ def run_experiment(cfg: DictConfig | Mapping[str, Any], out_dir: Path | str | No
 def _prepare(cfg):
     """Every check that needs no forward pass: the config, the metric, the systems (meta device), the probe set."""
     run = schema.load(cfg)
-    device = _scoring_device(run.extraction.device)
+    device = device_type(run.extraction.device)  # checked now; torch is imported only if something is computed
     metric = metrics.build(run.metric)
     target, sources = systems.build_all(run)
     for system in (target, *sources):
@@ -119,6 +121,13 @@ def _prepare(cfg):
     probe = systems.probe_set(target, run)  # a recording's own stimuli, else the dataset
     metric.check(len(probe))
     return run, metric, target, sources, probe, device
+
+
+def _score(metric, source, target, run, resamples):
+    """The metric's scores of a source against the target (the torch device is resolved only now: a job whose
+    scores are all cached never imports torch)."""
+    return metric.score(source, target, seed=run.seed, device=resolve_device(run.extraction.device),
+                        resamples=resamples)
 
 
 def _log_plan(run, target, sources, probe, metric) -> None:
@@ -131,12 +140,6 @@ def _log_plan(run, target, sources, probe, metric) -> None:
 
 def _container(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
-def _scoring_device(device: str):
-    from .features import resolve_device
-
-    return resolve_device(device)
 
 
 def hydra_output_dir() -> Path | None:

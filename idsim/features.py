@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .datasets.base import ProbeSet
+from .devices import resolve_device  # noqa: F401 - idsim.features.resolve_device, as before
 from .errors import IdsimError
 from .featureset import FeatureSet, LayerData, Plan
 from .gram import pattern_gram
@@ -32,21 +33,6 @@ from .reduce import (DEFAULT_RAM_BUDGET, SparseProjection, UnitStats, UnitStore,
 DEFAULT_EXACT_BUDGET = 1024 * 2**20  # bytes of exact values per layer; wider layers are projected for Grams
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present; otherwise ``cpu``, ``cuda``, ``cuda:1``..."""
-    device = str(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise IdsimError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise IdsimError(f"extraction.device={device} asked for but CUDA is not available here; use extraction.device=auto"
-                         f" or extraction.device=cpu")
-    return dev
 
 
 class _Images(Dataset):

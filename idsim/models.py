@@ -17,7 +17,6 @@ import difflib
 import functools
 import hashlib
 import importlib
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -413,52 +412,6 @@ def _load_checkpoint(module: nn.Module, path: Path, name: str) -> None:
     obj = read_state_dict(path, name)
     match_state_dict(module, obj, path, name)
     module.load_state_dict(obj, strict=True)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """What checking a layer list needs of a network: its default layers and every module's name."""
-
-    default_layers: tuple[str, ...]
-    modules: frozenset[str]
-
-
-def _layout_path(name: str, library: str) -> Path:
-    """Where a network's :class:`Layout` is remembered: per library version and per idsim layer code."""
-    import importlib.metadata
-
-    from .model_names import cache_root
-
-    code = hashlib.sha256()
-    for mod in ("layers.py", "models.py"):  # the code that builds networks and picks their default layers
-        code.update((Path(__file__).resolve().parent / mod).read_bytes())
-    versions = "-".join(importlib.metadata.version(lib) for lib in ("torch", library))
-    return cache_root() / "layouts" / f"{library}-{versions}-{code.hexdigest()[:12]}" / f"{name}.json"
-
-
-def layout(name: str, library: str) -> Layout | None:
-    """A network's :class:`Layout`, or None if it cannot be built weightless (its layers are checked when built).
-
-    The first call builds the network on the meta device (imports its library: seconds); the answer
-    is remembered on disk, keyed by the library's and torch's versions and by idsim's own layer code,
-    so a later run (a warm sweep job) checks its layers from a JSON read, without importing
-    torchvision or timm.
-    """
-    from .layers import default_layers
-    from .model_names import remember
-
-    path = _layout_path(name, library)
-    try:
-        d = json.loads(path.read_text())
-        return Layout(tuple(d["default_layers"]), frozenset(d["modules"]))
-    except (OSError, ValueError, KeyError):
-        pass
-    module = meta_module(name, library)
-    if module is None:
-        return None
-    found = Layout(tuple(default_layers(module, name, library)), frozenset(n for n, _ in module.named_modules() if n))
-    remember(path, json.dumps({"default_layers": list(found.default_layers), "modules": sorted(found.modules)}))
-    return found
 
 
 def meta_module(name: str, library: str) -> nn.Module | None:

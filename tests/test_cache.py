@@ -117,17 +117,17 @@ def _save_alexnet_checkpoint(path, seed=0):
 def test_a_change_of_default_layers_is_a_new_key(monkeypatch, tmp_path):
     """The key holds the resolved layer list: editing a family's defaults needs no manual FORMAT bump."""
     import idsim.layers
-    from idsim import models
+    from idsim import layouts
 
     monkeypatch.setenv("IDSIM_CACHE_DIR", str(tmp_path))  # a fresh layout memo
-    base, base_path = network_identity("alexnet"), models._layout_path("alexnet", "torchvision")
+    base, base_path = network_identity("alexnet"), layouts._layout_path("alexnet", "torchvision")
     real = idsim.layers.default_layers
     monkeypatch.setattr(idsim.layers, "default_layers", lambda module, name, library: real(module, name, library)[:3])
     # the edit of layers.py this stands for also changes the layout memo's folder (keyed by that file's bytes)
     real_read = Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda self: real_read(self) + (b"# edited" if self.name == "layers.py"
                                                                             else b""))
-    assert models._layout_path("alexnet", "torchvision") != base_path
+    assert layouts._layout_path("alexnet", "torchvision") != base_path
     changed = network_identity("alexnet")
     assert changed["layers"] == base["layers"][:3]
     assert _key(model=changed) != _key(model=base)
@@ -135,11 +135,11 @@ def test_a_change_of_default_layers_is_a_new_key(monkeypatch, tmp_path):
 
 def test_layouts_are_remembered_without_importing_the_library(monkeypatch, tmp_path):
     """A second run checks its layers from the memo: no network is built (no torchvision/timm import)."""
-    from idsim import models
+    from idsim import layouts, models
 
     monkeypatch.setenv("IDSIM_CACHE_DIR", str(tmp_path))
     first = network_identity("resnet18")
-    assert models._layout_path("resnet18", "torchvision").is_file()
+    assert layouts._layout_path("resnet18", "torchvision").is_file()
 
     def no_build(*a, **k):
         raise AssertionError("a remembered layout was built again")
@@ -150,7 +150,7 @@ def test_layouts_are_remembered_without_importing_the_library(monkeypatch, tmp_p
     with pytest.raises(IdsimError, match="has no layer 'layer9'"):
         network_identity("resnet18", layers=["layer9"])
     # a damaged memo is rebuilt, never trusted
-    models._layout_path("resnet18", "torchvision").write_text("{not json")
+    layouts._layout_path("resnet18", "torchvision").write_text("{not json")
     monkeypatch.undo()
     monkeypatch.setenv("IDSIM_CACHE_DIR", str(tmp_path))
     assert network_identity("resnet18") == first

@@ -110,16 +110,19 @@ class NetworkSystem(System):
         return f"{self.label} [{self.library}, {w}]"
 
     def prepare(self) -> None:
-        from .. import models
+        from ..layouts import layout
 
-        if self.weights.startswith("imagenet"):  # cached, or downloadable now: else one line at once
-            models.check_pretrained(self.name, self.library, models.parse_weights(self.weights)[1])
-        if self.weights != "random" and not self.weights.startswith("imagenet"):
-            path = Path(self.weights)
-            module = models.meta_module(self.name, self.library)
-            if module is not None:
-                models.match_state_dict(module, models.read_state_dict(path, self.name), path, self.name)
-        shape = models.layout(self.name, self.library)
+        if self.weights != "random":  # (random weights: nothing to check, and no torch to import on a warm run)
+            from .. import models
+
+            if self.weights.startswith("imagenet"):  # cached, or downloadable now: else one line at once
+                models.check_pretrained(self.name, self.library, models.parse_weights(self.weights)[1])
+            else:
+                path = Path(self.weights)
+                module = models.meta_module(self.name, self.library)
+                if module is not None:
+                    models.match_state_dict(module, models.read_state_dict(path, self.name), path, self.name)
+        shape = layout(self.name, self.library)
         if shape is None:  # cannot be built weightless: layers are resolved (and checked) on the real network
             return
         layers = self.config.layers
@@ -173,7 +176,7 @@ class NetworkSystem(System):
 
 def settings_kwargs(settings: ExtractionConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`idsim.features.extract` that an extraction config sets."""
-    from ..features import resolve_device
+    from ..devices import resolve_device
 
     return dict(batch_size=settings.batch_size, device=resolve_device(settings.device), progress=settings.progress,
                 scratch=settings.scratch_dir, ram_budget=int(settings.ram_budget_mb * 2**20),

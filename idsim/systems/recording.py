@@ -127,7 +127,7 @@ def build(config: RecordingOptions, label: str, role: str, run: Any) -> "Recordi
 
 def reduce_kwargs(settings: ExtractionConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`idsim.arrays.reduce_arrays` that an extraction config sets."""
-    from ..features import resolve_device
+    from ..devices import resolve_device
 
     return dict(device=resolve_device(settings.device), scratch=settings.scratch_dir,
                 ram_budget=int(settings.ram_budget_mb * 2**20),
