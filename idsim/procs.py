@@ -148,7 +148,6 @@ def tune_memory() -> bool:
     """Memory settings of a run (True when they were applied); called by the command line and by each job.
 
     - The cycle collector skips the objects of start-up from now on (:func:`settle`).
-
     - glibc's malloc keeps and reuses freed memory: a run allocates the same large arrays again and
       again (each batch's activations, each layer's store and Gram chunks), and memory fresh from the
       kernel costs a page fault per 4 KiB when first written (here about 2 s per GB, a fifth of some
@@ -188,8 +187,8 @@ def settle() -> None:
     """Collect what is garbage now, then exempt every object still alive from later full collections.
 
     A run holds about 600,000 Python objects that live to its end (libraries' modules, configs),
-    and each full collection walked all of them: 0.1-0.8 s each, 2 s per default job, nearly all
-    during libraries' imports and at exit. Frozen objects are still freed by reference counting;
+    and each full collection walked all of them: 0.1-0.8 s each, 1.4 s of the default CKA job (now
+    0.4 s), nearly all during libraries' imports and at exit. Frozen objects are still freed by reference counting;
     collecting first means no garbage cycle (say, a model of the run that is done with) is frozen.
     """
     import gc
