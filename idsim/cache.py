@@ -326,6 +326,17 @@ def scoring_code_digest(_memo: list = []) -> str:  # noqa: B006 - per-process me
     return _memo[0]
 
 
+def _module_digest(cls) -> str | None:
+    """SHA-256 of the file that defines ``cls`` (a metric family added beside idsim's own, on the package's
+    search path, is keyed on its own code too); None when it has no file."""
+    import inspect
+
+    try:
+        return file_digest(inspect.getfile(cls))
+    except (TypeError, OSError):
+        return None
+
+
 def cached_scores(metric, source_key: str | None, target_key: str | None, seed: int, resamples: np.ndarray | None,
                   device, root: Path | str | None, compute: Callable[[], Any], label: str = "source"):
     """A metric's :class:`~idsim.metrics.base.LayerScores` of one source against the target: from the score
@@ -333,7 +344,8 @@ def cached_scores(metric, source_key: str | None, target_key: str | None, seed: 
 
     The key is everything the scores are a function of: both feature-cache keys (which pin the
     features), the metric's options, the seed, the bootstrap's resamples, the scoring device type, the
-    bytes of idsim's scoring code (:data:`SCORING_CODE`) and the versions of the numerical libraries.
+    bytes of idsim's scoring code (:data:`SCORING_CODE`) and of the file defining the metric's class, and the
+    versions of the numerical libraries.
     Without a feature-cache key on both sides (no cache) the scores are computed.
     """
     if root is None or source_key is None or target_key is None:
@@ -351,7 +363,7 @@ def cached_scores(metric, source_key: str | None, target_key: str | None, seed: 
             "seed": seed, "device": getattr(device, "type", str(device)),
             "resamples": None if resamples is None else
             [list(resamples.shape), hashlib.sha256(np.ascontiguousarray(resamples, dtype=np.int64)).hexdigest()],
-            "code": scoring_code_digest(), "versions": libs}
+            "code": scoring_code_digest(), "metric_code": _module_digest(type(metric)), "versions": libs}
     key = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
     res, hit = ScoreCache(root).get_or_compute(key, desc, compute)
     if hit:

@@ -249,9 +249,13 @@ def test_score_entries_round_trip_and_key_on_everything_scores_depend_on(tmp_pat
     scores()
     assert len(computed) == len(changed) + 2
     monkeypatch.undo()
+    monkeypatch.setattr(cache_mod, "_module_digest", lambda cls: "another version of the metric family's file")
+    scores()
+    assert len(computed) == len(changed) + 3
+    monkeypatch.undo()
     scores(root=None)
     scores(src=None)  # no cache, or a side without a feature-cache key: always computed
-    assert len(computed) == len(changed) + 4
+    assert len(computed) == len(changed) + 5
 
 
 def _writer(root: str, key: str, barrier) -> None:
