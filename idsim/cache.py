@@ -52,19 +52,36 @@ FORMAT = 3
 _STALE_TMP_S = 24 * 3600  # temporary folders older than this belong to dead writers
 
 
-def versions() -> dict[str, str]:
-    """Versions of everything whose change can change extracted features (read without importing them)."""
+def package_versions(packages) -> dict[str, str]:
+    """Installed versions of ``packages`` ("absent" when not installed), read without importing them."""
     import importlib.metadata as md
 
-    from . import __version__
-
-    out = {"idsim": __version__, "format": str(FORMAT)}
-    for pkg in ("torch", "torchvision", "timm", "numpy", "scipy", "pillow"):
+    out = {}
+    for pkg in packages:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             out[pkg] = "absent"
     return out
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything whose change can change extracted features."""
+    from . import __version__
+
+    return {"idsim": __version__, "format": str(FORMAT),
+            **package_versions(("torch", "torchvision", "timm", "numpy", "scipy", "pillow"))}
+
+
+def source_digest(parts) -> str:
+    """SHA-256 of idsim's own source files ``parts`` (paths under the package; a folder: its ``.py`` files)."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for part in parts:
+        for f in sorted((here / part).rglob("*.py")) if (here / part).is_dir() else [here / part]:
+            h.update(f.relative_to(here).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def file_digest(path: Path | str, _memo: dict = {}) -> str:  # noqa: B006 - per-process memo of (path, size, mtime)
@@ -316,13 +333,7 @@ SCORING_CODE = ("metrics", "kernels.py", "gram.py", "stats.py")
 
 def scoring_code_digest(_memo: list = []) -> str:  # noqa: B006 - per-process memo
     if not _memo:
-        here = Path(__file__).resolve().parent
-        h = hashlib.sha256()
-        for part in SCORING_CODE:
-            for f in sorted((here / part).rglob("*.py")) if (here / part).is_dir() else [here / part]:
-                h.update(f.relative_to(here).as_posix().encode())
-                h.update(f.read_bytes())
-        _memo.append(h.hexdigest())
+        _memo.append(source_digest(SCORING_CODE))
     return _memo[0]
 
 
@@ -350,20 +361,14 @@ def cached_scores(metric, source_key: str | None, target_key: str | None, seed: 
     """
     if root is None or source_key is None or target_key is None:
         return compute()
-    import importlib.metadata as md
     from dataclasses import asdict
 
-    libs = {}
-    for pkg in ("numpy", "scipy", "scikit-learn", "torch", "numba"):
-        try:
-            libs[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            libs[pkg] = "absent"
     desc = {"source": source_key, "target": target_key, "metric": {"kind": metric.kind, **asdict(metric.options)},
             "seed": seed, "device": getattr(device, "type", str(device)),
             "resamples": None if resamples is None else
             [list(resamples.shape), hashlib.sha256(np.ascontiguousarray(resamples, dtype=np.int64)).hexdigest()],
-            "code": scoring_code_digest(), "metric_code": _module_digest(type(metric)), "versions": libs}
+            "code": scoring_code_digest(), "metric_code": _module_digest(type(metric)),
+            "versions": package_versions(("numpy", "scipy", "scikit-learn", "torch", "numba"))}
     key = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
     res, hit = ScoreCache(root).get_or_compute(key, desc, compute)
     if hit:

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .datasets.base import ProbeSet
-from .devices import resolve_device  # noqa: F401 - idsim.features.resolve_device, as before
+from .devices import resolve_device
 from .errors import IdsimError
 from .featureset import FeatureSet, LayerData, Plan
 from .gram import pattern_gram

@@ -7,7 +7,6 @@ sweep job) checks its layers from a JSON read, without importing torch, torchvis
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +22,12 @@ class Layout:
 
 def _layout_path(name: str, library: str) -> Path:
     """Where a network's :class:`Layout` is remembered: per library version and per idsim layer code."""
-    import importlib.metadata
-
+    from .cache import package_versions, source_digest
     from .model_names import cache_root
 
-    code = hashlib.sha256()
-    for mod in ("layers.py", "models.py"):  # the code that builds networks and picks their default layers
-        code.update((Path(__file__).resolve().parent / mod).read_bytes())
-    versions = "-".join(importlib.metadata.version(lib) for lib in ("torch", library))
-    return cache_root() / "layouts" / f"{library}-{versions}-{code.hexdigest()[:12]}" / f"{name}.json"
+    code = source_digest(("layers.py", "models.py"))  # the code that builds networks and picks their default layers
+    versions = "-".join(package_versions(("torch", library)).values())
+    return cache_root() / "layouts" / f"{library}-{versions}-{code[:12]}" / f"{name}.json"
 
 
 def layout(name: str, library: str) -> Layout | None:
