@@ -12,7 +12,9 @@ At the shapes of the default job (150 images; the ResNet-18 target's 9 layers x 
    eigen-coordinates and predictions;
 4. the sparse projection of one batch: idsim's CPU path (SciPy, one batch slice per core) against
    torch's CSR kernel;
-5. one float64 Gram chunk: the blocks on and below the diagonal against the full product.
+5. one float64 Gram chunk: the blocks on and below the diagonal against the full product;
+6. the per-unit minima and maxima of one batch (which units are constant): ``UnitStats``'s two
+   reductions against ``torch.aminmax``.
 
 Every row checks that both sides agree. ``python benchmarks/inner_bench.py [--units 27000]``
 """
@@ -144,6 +146,21 @@ def main(argv=None) -> int:
     check_l, check_f = torch.tril(lower(torch.zeros(n, n, dtype=torch.float64))), torch.tril(b @ b.T)
     rows.append(("float64 Gram of one 64 MB chunk (150 x 55,924)", best_of(lambda: lower(g), 5),
                  best_of(lambda: full.addmm_(b, b.T), 5), float((check_l - check_f).abs().max() / check_f.abs().max())))
+
+    from idsim.reduce import UnitStats
+
+    relu = torch.relu(torch.randn(32, 64 * 224 * 224))
+    stats = UnitStats(np.arange(relu.shape[1]))
+
+    def ranges():
+        stats._min = None
+        stats.update(relu, slice(0, 32))
+        return stats._min, stats._max
+    lo, hi = torch.aminmax(relu, dim=0)
+    rows.append(("per-unit minima and maxima of one batch (32 x 3,211,264)", best_of(ranges, 5),
+                 best_of(lambda: torch.aminmax(relu, dim=0), 5),
+                 float(max((ranges()[0] - lo).abs().max(), (ranges()[1] - hi).abs().max()))))
+    del relu
 
     print(f"# inner loops: {n} images, {m} target units, {torch.get_num_threads()} torch threads")
     print("| step | idsim (s) | reference (s) | speed-up | largest difference |\n|---|---:|---:|---:|---:|")

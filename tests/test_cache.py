@@ -394,6 +394,28 @@ def test_unit_store_selects_a_prefix_of_units_when_it_is_not_the_whole_layer():
     np.testing.assert_array_equal(whole.data, acts.numpy())
 
 
+def test_unit_stats_find_constant_units_across_batches():
+    """Constancy is over every image, not per batch: a unit constant within each batch but not between them, or
+    one that differs on a single image of the last batch, is not constant; only units with one value on every
+    image are (on sampled units too). Checking one batch, or mixing up minima and maxima, would miss these."""
+    import torch
+
+    from idsim.reduce import UnitStats
+
+    acts = np.zeros((7, 6), dtype=np.float32)
+    acts[:, 0] = 2.5                    # constant everywhere
+    acts[:4, 1], acts[4:, 1] = 1.0, 3.0  # constant within each batch of 4, not across
+    acts[:, 2] = np.arange(7)           # varies everywhere
+    acts[6, 3] = -1.0                   # one image of the last batch differs
+    acts[:, 5] = -4.0                   # constant and negative
+    for units in (np.arange(6), np.array([0, 1, 3, 5])):
+        stats = UnitStats(units)
+        for rows in (slice(0, 4), slice(4, 7)):  # every unit of the layer: the stats select their own
+            stats.update(torch.from_numpy(acts[rows]), rows)
+        expected = np.array([True, False, False, False, True, True])[units]
+        np.testing.assert_array_equal(stats.constant(), expected)
+
+
 @pytest.mark.parametrize("n_rows", [1, 16, 23, 32])
 def test_compiled_projection_equals_scipys_product_bit_for_bit(n_rows):
     """The CPU projection (a compiled loop, no transposed copy of the batch) gives SciPy's compressed-column
