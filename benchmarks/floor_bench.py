@@ -2,6 +2,9 @@
 
 In one invocation, on the same images:
 
+0. a warm-up, not timed: what an installation pays on its first job only (numba compiling idsim's
+   kernels, the models' layer layouts remembered); ``--fresh-install`` skips it, so that the first
+   job pays them as on a fresh machine;
 1. the pure forward passes of every model of the job: idsim's own ``build_model`` and transform,
    the same batch size and device, image decoding included (a DataLoader), inference mode, no
    hooks; each model in a fresh process (its own peak RSS);
@@ -89,6 +92,36 @@ def timed(cmd: list[str], env: dict) -> tuple[float, float, str, str, int]:
     return wall, rss, res.stdout, res.stderr, res.returncode
 
 
+def warm_up_child(models: list[str]) -> None:
+    """Child process: compile idsim's kernels through the code paths a job takes, and remember the models' layouts."""
+    import numpy as np
+    import torch
+
+    from idsim.layouts import layout
+    from idsim.metrics._ridge import bootstrap_r
+    from idsim.model_names import resolve_library
+    from idsim.reduce import SparseProjection
+
+    SparseProjection(8, 5000, 64, seed=0, layer="warm-up").update(torch.rand(8, 5000), slice(0, 8))
+    rng = np.random.default_rng(0)
+    counts = np.stack([np.bincount(rng.integers(0, 30, 30), minlength=30) for _ in range(4)])
+    bootstrap_r(rng.standard_normal((30, 3)), rng.standard_normal((30, 3)), np.arange(30) % 3, counts)
+    for name in models:
+        layout(name, resolve_library(name))
+
+
+def warm_up(a, env) -> None:
+    """Pay, before any timing, what an installation pays on its first job only: numba compiling idsim's kernels
+    (cached beside ``idsim/kernels.py``) and remembering the models' layer layouts (``idsim.layouts``)."""
+    models = list(dict.fromkeys([a.target, *a.sources]))
+    wall, _, _, err, rc = timed([sys.executable, __file__, "--warm-up-child", *models], env)
+    if rc:
+        print(err[-3000:], file=sys.stderr)
+        raise SystemExit("floor_bench: the warm-up failed (above)")
+    print(f"warm-up (idsim's compiled kernels and the models' layouts, once per installation; not counted below,"
+          f" --fresh-install counts them in the first job): {wall:.1f} s")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, help="a folder of images (dataset=folder); default: embedded photographs")
@@ -103,11 +136,17 @@ def main(argv=None) -> int:
     p.add_argument("--no-warm", action="store_true", help="skip the warm (cached) job")
     p.add_argument("--alpha-grid", action="store_true", help="metric=regression with its default alpha grid (default:"
                    " metric.alphas=[1.0], the setting the speed goal was measured with)")
+    p.add_argument("--fresh-install", action="store_true", help="skip the warm-up job: the first job then also pays"
+                   " what an installation pays once (compiling idsim's kernels, remembering the models' layer layouts)")
+    p.add_argument("--warm-up-child", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--forward-child", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
 
-    dataset = ([f"dataset=folder", f"dataset.root={a.images}", f"dataset.n_images={a.n}"] if a.images else
+    dataset = (["dataset=folder", f"dataset.root={a.images}", f"dataset.n_images={a.n}"] if a.images else
                ["dataset=natural", "dataset.size=224", f"dataset.n_images={a.n}"])
+    if a.warm_up_child:
+        warm_up_child(a.warm_up_child)
+        return 0
     if a.forward_child:
         forward_only(a.forward_child[0], dataset, a.batch_size, a.device, a.workers, int(a.forward_child[1]))
         return 0
@@ -117,6 +156,8 @@ def main(argv=None) -> int:
     print(f"# floor benchmark: {a.n} images ({'folder ' + str(a.images) if a.images else 'embedded natural, 224 px'}),"
           f" batch {a.batch_size}, device {a.device}, workers {a.workers}; {os.cpu_count()} CPUs;"
           f" load {os.getloadavg()[0]:.1f}")
+    if not a.fresh_install:
+        warm_up(a, env)
     forward = {}
     for name, seed, label in models:
         wall, rss, out, err, rc = timed([sys.executable, __file__, *(["--images", str(a.images)] if a.images else []),
@@ -129,7 +170,7 @@ def main(argv=None) -> int:
     total_forward = sum(v["forward_s"] for v in forward.values())
 
     print(f"\n## pure forward passes (decoding included): {total_forward:.1f} s")
-    print(f"| model | forward (s) | build (s) | peak RSS (MB) |\n|---|---|---|---|")
+    print("| model | forward (s) | build (s) | peak RSS (MB) |\n|---|---|---|---|")
     for label, v in forward.items():
         print(f"| {label} | {v['forward_s']:.2f} | {v['build_s']:.2f} | {v['rss_mb']:.0f} |")
 
@@ -138,7 +179,8 @@ def main(argv=None) -> int:
         rows = []
         extra = ["metric.alphas=[1.0]"] if metric == "regression" and not a.alpha_grid else []  # as the issue measured
         for phase in ("cold",) + (() if a.no_warm else ("warm",)):
-            cache = Path(tempfile.mkdtemp(prefix="idsim-floor-")) if phase == "cold" else cache
+            if phase == "cold":  # the warm job reuses the cold job's cache
+                cache = Path(tempfile.mkdtemp(prefix="idsim-floor-"))
             run_dir = Path(tempfile.mkdtemp(prefix="idsim-floor-run-"))
             cmd = [sys.executable, "run.py", f"target={a.target}", f"sources={sources}", f"metric={metric}", *dataset,
                    f"extraction.batch_size={a.batch_size}", f"extraction.device={a.device}",
