@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-warm", action="store_true", help="skip the warm (cached) job")
     p.add_argument("--alpha-grid", action="store_true", help="metric=regression with its default alpha grid (default:"
                    " metric.alphas=[1.0], the setting the speed goal was measured with)")
-    p.add_argument("--fresh-install", action="store_true", help="skip the warm-up job: the first job then also pays"
+    p.add_argument("--fresh-install", action="store_true", help="skip the warm-up: the first job then also pays"
                    " what an installation pays once (compiling idsim's kernels, remembering the models' layer layouts)")
     p.add_argument("--warm-up-child", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--forward-child", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)
