@@ -7,7 +7,8 @@
   successfully" in a submitit log; the status file cannot lie that way.
 * **Killed jobs.** SIGTERM and SIGINT (and the pre-timeout signal SLURM sends through submitit)
   stop a job with :class:`Killed`: it is recorded as ``failed`` (reason ``killed`` or
-  ``timeout``), its scratch files are removed and its partial results kept. A job killed with
+  ``timeout``), its scratch files are removed and its partial results kept (a result table being
+  written when the signal comes is finished first: :func:`uninterrupted`). A job killed with
   SIGKILL cannot record anything: :func:`reconcile` finds a ``running`` job whose process is gone
   (same host) or whose SLURM job has ended, and records it as ``failed`` (reason ``killed``, or
   SLURM's own ``timeout``...). ``summarize`` does that for every job.
@@ -288,11 +289,15 @@ def stop_on_signals():
     if usr is not None:
         reasons[usr] = "timeout"
     fired: list[int] = []
+    _HELD.update(depth=0, pending=None)
 
     def handler(signum, frame):
         if fired:
             return
         fired.append(signum)
+        if _HELD["depth"]:  # a result file is being written: :func:`uninterrupted` raises once it is complete
+            _HELD["pending"] = Killed(signum, reasons[signum])
+            return
         raise Killed(signum, reasons[signum])
 
     previous = {s: signal.signal(s, handler) for s in reasons}
@@ -301,6 +306,28 @@ def stop_on_signals():
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _HELD.update(depth=0, pending=None)
+
+
+_HELD: dict[str, Any] = {"depth": 0, "pending": None}  # main thread only: where signal handlers run
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """A block that a stopping signal does not cut short: under :func:`stop_on_signals`, a SIGTERM, SIGINT or
+    SLURM's pre-timeout signal that arrives inside it raises :class:`Killed` only once the block is done (a
+    result file is never left half written). Elsewhere, and outside the main thread, it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _HELD["depth"] += 1
+    try:
+        yield
+    finally:
+        _HELD["depth"] -= 1
+        if not _HELD["depth"] and _HELD["pending"] is not None:
+            stop, _HELD["pending"] = _HELD["pending"], None
+            raise stop
 
 
 def liveness(status: Mapping[str, Any]) -> tuple[bool | None, str, str | None]:

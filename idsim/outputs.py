@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from .jobs import uninterrupted
+
 log = logging.getLogger("idsim")
 
 
@@ -120,14 +122,14 @@ class RunWriter:
         (self.out / "timings.json").write_text(json.dumps({k: round(v, 4) for k, v in seconds.items()}, indent=1) + "\n")
 
     def target_units(self, units: pd.DataFrame) -> None:
-        units.to_csv(self.out / "target_units.csv", index=False)
+        write_table(self.out / "target_units.csv", units)
         self._track("log_table", "target_units", units)
 
     def ceilings(self, ceilings: pd.DataFrame | None) -> None:
         """A recording target's per-region reliability and noise ceilings (``ceilings.csv``); None: nothing."""
         if ceilings is None:
             return
-        ceilings.to_csv(self.out / "ceilings.csv", index=False)
+        write_table(self.out / "ceilings.csv", ceilings)
         self._track("log_table", "ceilings", ceilings)
 
     def add_scores(self, part: pd.DataFrame) -> pd.DataFrame:
@@ -151,10 +153,10 @@ class RunWriter:
         parts.append(part)
         kinds = list(zip(part.columns, part.dtypes.astype(str)))
         if len(parts) > 1 and self._written.get(path) == kinds:
-            part.to_csv(path, mode="a", header=False, index=False)
+            write_table(path, part, append=True)
             return
         whole = pd.concat(parts, ignore_index=True)
-        whole.to_csv(path, index=False)
+        write_table(path, whole)
         self._written[path] = list(zip(whole.columns, whole.dtypes.astype(str)))
 
     @property
@@ -163,8 +165,8 @@ class RunWriter:
 
     def finish(self, ident: pd.DataFrame, best: pd.DataFrame, verdict: str) -> dict[str, Path]:
         """The identifiability tables, figures, console summary and tracker summary of a finished run."""
-        ident.to_csv(self.out / "identifiability.csv", index=False)
-        best.to_csv(self.out / "best_scores.csv", index=False)
+        write_table(self.out / "identifiability.csv", ident)
+        write_table(self.out / "best_scores.csv", best)
         figures = self._figures(ident, best) if self.plots else {}
         from .report import print_summary
 
@@ -189,6 +191,21 @@ class RunWriter:
         figs = {p.stem: p for done in self._figures_done for p in done.result()}
         figs["best_scores"], figs["identifiability"] = (f.result() for f in last)
         return figs
+
+
+def write_table(path: Path, frame: pd.DataFrame, append: bool = False) -> None:
+    """Write a result table so that a stopped run never leaves it half written: its CSV text is made first,
+    then appended in one write (``append``: rows only) or written to a temporary file that replaces ``path``;
+    a stopping signal meanwhile waits until it is done (:func:`idsim.jobs.uninterrupted`)."""
+    with uninterrupted():
+        text = frame.to_csv(index=False, header=not append)
+        if append:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(text)
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def units_table(target, unit_ratio: float, skipped_images: int = 0) -> pd.DataFrame:

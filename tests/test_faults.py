@@ -187,6 +187,34 @@ def test_sigkill_is_recognised_later_and_its_scratch_swept(killed, capsys):
     assert jobs.FolderLock(folder).acquire()  # the kernel released the dead job's lock
 
 
+def test_a_stopping_signal_waits_until_a_result_table_is_written(tmp_path, monkeypatch):
+    """SIGTERM that arrives while scores.csv is being written (the slow test above sends it as soon as the file
+    exists) must not leave the file empty or cut: the table is written whole, then the run stops."""
+    from idsim.outputs import write_table
+
+    first = pd.DataFrame({"source": ["alexnet"] * 500, "score": np.linspace(0, 1, 500)})
+    second = pd.DataFrame({"source": ["vgg11"] * 500, "score": np.linspace(1, 2, 500)})
+    to_csv = pd.DataFrame.to_csv
+
+    def signalled(self, *args, **kwargs):  # the signal arrives in the middle of the write
+        os.kill(os.getpid(), signal.SIGTERM)
+        return to_csv(self, *args, **kwargs)
+
+    path = tmp_path / "scores.csv"
+    monkeypatch.setattr(pd.DataFrame, "to_csv", signalled)
+    for frame, append in ((first, False), (second, True)):
+        with pytest.raises(jobs.Killed, match="SIGTERM"):
+            with jobs.stop_on_signals():
+                write_table(path, frame, append=append)
+                raise AssertionError("the run went on after the table was written")
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(pd.read_csv(path), pd.concat([first, second], ignore_index=True))
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]  # no temporary file left
+    with jobs.stop_on_signals():  # nothing held over: the next block runs as usual
+        write_table(path, first)
+    pd.testing.assert_frame_equal(pd.read_csv(path), first)
+
+
 def test_liveness_of_recorded_processes(tmp_path):
     me = {"state": "running", "host": procs.hostname(), "pid": os.getpid(), "pid_start": procs.process_start(os.getpid())}
     assert jobs.liveness(me)[0] is True
