@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import IdsimError, cli
 from .jobs import LAUNCH_ENV, STATUS_FILE, read_status, reconcile, sweep_group
-from .outputs import PREVIOUS_DIR
+from .outputs import PREVIOUS_DIR, write_table
 
 log = logging.getLogger("idsim")
 
@@ -165,14 +165,14 @@ def summarize(sweep_dir: Path | str, logger: Mapping[str, Any] | None = None, pl
     """
     s = collect(Path(sweep_dir))
     s.out_dir.mkdir(parents=True, exist_ok=True)
-    s.jobs.to_csv(s.out_dir / "jobs.csv", index=False)
-    s.scores.to_csv(s.out_dir / "scores.csv", index=False)
-    s.identifiability.to_csv(s.out_dir / "identifiability.csv", index=False)
+    write_table(s.out_dir / "jobs.csv", s.jobs)
+    write_table(s.out_dir / "scores.csv", s.scores)
+    write_table(s.out_dir / "identifiability.csv", s.identifiability)
     from .stats import over_seeds
 
     s.seeds = over_seeds(s.identifiability, s.swept)
     if s.seeds is not None:
-        s.seeds.to_csv(s.out_dir / "seeds.csv", index=False)
+        write_table(s.out_dir / "seeds.csv", s.seeds)
     if plots:
         from .plots import plot_index_by_layer, plot_mean_index
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import IdsimError
+from .outputs import write_table
 
 KEYS = ["metric", "source", "target", "target_layer"]
 GROUPS = ("baseline", "trained", "random")
@@ -176,8 +177,8 @@ def mouse_summary(summary: Any, out_dir: Path | str, replicates: pd.DataFrame | 
     out.mkdir(parents=True, exist_ok=True)
     best = region_summary(scores, replicates, by=by)
     files = {"max_over_layers": out / "zoo_max_over_layers.csv", "groups": out / "zoo_groups.csv"}
-    best.to_csv(files["max_over_layers"], index=False)
-    group_summary(best, by=by).to_csv(files["groups"], index=False)
+    write_table(files["max_over_layers"], best)
+    write_table(files["groups"], group_summary(best, by=by))
     if best["metric"].nunique() > 1:
         try:
             agree = rank_agreement(best, by=by)
@@ -185,7 +186,7 @@ def mouse_summary(summary: Any, out_dir: Path | str, replicates: pd.DataFrame | 
             agree = None
         if agree is not None:
             files["rank_agreement"] = out / "zoo_rank_agreement.csv"
-            agree.to_csv(files["rank_agreement"], index=False)
+            write_table(files["rank_agreement"], agree)
     return files
 
 
