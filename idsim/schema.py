@@ -56,6 +56,15 @@ def int_at_least(minimum: int) -> Callable[[Any], bool]:
     return lambda v: is_int(v, minimum)
 
 
+#: the largest seed: NumPy's legacy seeding (idsim's shuffled k folds, scikit-learn's splitters) takes no larger one
+SEED_MAX = 2**32 - 1
+SEED_VALID = f"an integer in [0, {SEED_MAX}]"
+
+
+def is_seed(v: Any) -> bool:
+    return is_int(v, 0) and v <= SEED_MAX
+
+
 def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
@@ -147,8 +156,8 @@ class NetworkConfig(SystemConfig):
     library: str = opt("auto", "auto (torchvision first, then timm), torchvision, timm",
                        one_of("auto", "torchvision", "timm"))
     weights: str = opt(SI("${weights}"), WEIGHTS_VALID, _weights_ok)
-    seed: Optional[int] = opt(None, "null (the target uses `seed`, sources `seed + 1`) or an integer >= 0",
-                              optional(int_at_least(0)))
+    seed: Optional[int] = opt(None, f"null (the target uses `seed`, sources `seed + 1`) or {SEED_VALID}",
+                              optional(is_seed))
     layers: Optional[List[str]] = opt(None, "null (the family's default layers) or a non-empty list of module paths"
                                             " (python -m idsim.models layers NAME --all)",
                                       lambda v: v is None or len(v) > 0)
@@ -248,8 +257,8 @@ class RunConfig(Checked):
     logger: Any = MISSING      # a LoggerConfig: logger=wandb | none (Python: none when not given)
     cache: CacheConfig = field(default_factory=CacheConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
-    seed: int = opt(0, "an integer >= 0 (target weights use seed, sources seed + 1; unit sampling and folds use seed)",
-                    int_at_least(0))
+    seed: int = opt(0, f"{SEED_VALID} (target weights use seed, sources seed + 1; unit sampling and folds use seed)",
+                    is_seed)
     weights: str = opt("random", WEIGHTS_VALID, _weights_ok)
     # the source with the target's architecture gets the target's exact weights (false: another seed, another
     # published ImageNet set, or an error when there is none)

@@ -71,6 +71,24 @@ def test_kfold_ridge_equals_sklearn(data, width):
     np.testing.assert_allclose(res.r, np.mean(rs, 0), atol=1e-9)
 
 
+@pytest.mark.parametrize("n, k", [(150, 10), (151, 10), (159, 10), (40, 5), (7, 7), (10, 3), (3, 2)])
+def test_kfold_splits_are_sklearns_index_for_index(n, k):
+    """idsim's k folds without scikit-learn: the same shuffle (NumPy's legacy generator, not default_rng), the
+    remainder in the first folds, every image held out once, sorted indices; seeds up to the schema's largest."""
+    from idsim.metrics._ridge import kfold
+    from idsim.schema import SEED_MAX
+
+    for seed in (0, 1, 3, 12345, SEED_MAX):
+        ours = kfold(n, k, seed)
+        theirs = list(KFold(k, shuffle=True, random_state=seed).split(np.zeros(n)))
+        assert len(ours) == len(theirs) == k
+        for (tr, te), (tr_ref, te_ref) in zip(ours, theirs):
+            np.testing.assert_array_equal(tr, tr_ref)
+            np.testing.assert_array_equal(te, te_ref)
+    held = lambda seed: np.concatenate([te for _, te in kfold(n, k, seed)])  # noqa: E731
+    assert not np.array_equal(held(0), held(1))  # the seed shuffles: not one fixed split
+
+
 @pytest.mark.parametrize("width", [120, 10])
 def test_loo_equals_brute_force_and_sklearn_alpha_choice(data, width):
     X, Y = data

@@ -50,7 +50,9 @@ def test_known_options_pass():
     ("unit_ratio=0", r"unit_ratio=0; valid: a number in \(0, 1\]"),
     ("unit_ratio=abc", r"unit_ratio='abc': wrong type; valid: a number in \(0, 1\]"),
     ("extraction.batch_size=0", "extraction.batch_size=0; valid: an integer >= 1"),
-    ("seed=-1", "seed=-1; valid: an integer >= 0"),
+    ("seed=-1", r"seed=-1; valid: an integer in \[0, 4294967295\]"),
+    ("seed=4294967296", r"seed=4294967296; valid: an integer in \[0, 4294967295\]"),  # the folds' generator's bound
+    ("target.seed=4294967296", r"target.seed=4294967296; valid: null .* or an integer in \[0, 4294967295\]"),
     ("weights=/no/such/file.pt", "valid: random, imagenet .*existing checkpoint"),
     ("target.library=keras", "valid: auto .*torchvision, timm"),
     ("target.seed=abc", "target.seed='abc': wrong type"),
