@@ -15,7 +15,9 @@ At the shapes of the default job (150 images; the ResNet-18 target's 9 layers x 
 5. one float64 Gram chunk: the blocks on and below the diagonal against the full product; a whole
    layer's Gram in chunks of 16 MB (which stay in the caches) against 64 MB;
 6. the per-unit minima and maxima of one batch (which units are constant): ``UnitStats``'s two
-   reductions against ``torch.aminmax``.
+   reductions against ``torch.aminmax``;
+7. the leave-one-out errors that choose each unit's alpha on one training fold (the default grid of 8):
+   one product per alpha against the 8 alphas' factors stacked into one product.
 
 Every row checks that both sides agree. ``python benchmarks/inner_bench.py [--units 27000]``
 """
@@ -105,6 +107,23 @@ def main(argv=None) -> int:
         return out
     rows.append(("10-fold predictions, one alpha", best_of(kfold_maps), best_of(kfold_coords),
                  float(np.abs(kfold_maps() - kfold_coords()).max())))
+
+    grid = np.array(_ridge.DEFAULT_ALPHAS)
+    train = n - n // 10
+    fold = _ridge._Ridge(torch.from_numpy(X[:train]))
+    Yc = Yt[:train] - Yt[:train].mean(0)
+    Zf = fold.coords(Yc)
+
+    def stacked():
+        parts = []
+        for alpha in grid:
+            shrink, h, _ = fold._shrink(float(alpha))
+            parts.append(((1.0 / (1.0 - h))[:, None] * fold.B) * shrink[None, :])
+        R = torch.cat(parts) @ Zf
+        return R.view(len(grid), train, -1).square().sum(1) / fold.n
+    per_alpha = lambda: fold.loo_errors(Yc, grid, Z=Zf)  # noqa: E731
+    rows.append((f"leave-one-out errors of the {grid.size}-alpha grid, one fold", best_of(per_alpha), best_of(stacked),
+                 float(((per_alpha() - stacked()).abs() / stacked()).max())))  # relative: errors span decades
 
     width, q = 150528, 4295
     proj = SparseProjection(n, width, q, seed=0, layer="l")
