@@ -204,8 +204,11 @@ def write_table(path: Path, frame: pd.DataFrame, append: bool = False) -> None:
                 f.write(text)
             return
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        finally:  # a failed write (a full disk) leaves no hidden file behind
+            tmp.unlink(missing_ok=True)
 
 
 def units_table(target, unit_ratio: float, skipped_images: int = 0) -> pd.DataFrame:
