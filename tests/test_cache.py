@@ -439,6 +439,45 @@ def test_compiled_projection_equals_scipys_product_bit_for_bit(n_rows):
         assert ref.dtype == np.float32 and np.array_equal(proj.data, ref)
 
 
+@pytest.mark.parametrize("n_features, n_components, seed", [(3000, 2000, 0), (200_000, 300, 5), (1000, 40, 2), (999, 30, 1)])
+def test_projection_matrix_is_the_seeded_draw(n_features, n_components, seed):
+    """The projection matrix is one fixed draw per seed (the feature cache and every projected score rest on it):
+    the same matrix as the plain construction (draw rows, sort all keys, redraw collisions, sort again), with rows
+    sorted and distinct in every column, and +-1/sqrt(density * components) entries. 3,000 features over 2,000
+    columns give ~1,000 collisions, so the redraw rounds run; a faster sort that put a key in the wrong column, or
+    a redraw that moved the stream, gives another matrix."""
+    import math
+
+    from idsim.reduce import sparse_projection_matrix
+
+    m = sparse_projection_matrix(n_features, n_components, seed)
+    density = 1 / math.sqrt(n_features)
+    rng = np.random.default_rng([seed, n_features, n_components])
+    counts = rng.binomial(n_features, density, size=n_components)
+    if n_features < 1000:
+        rows = np.concatenate([np.sort(rng.choice(n_features, size=c, replace=False)) for c in counts])
+    else:
+        key = np.repeat(np.arange(n_components), counts) * n_features + rng.integers(0, n_features, size=counts.sum())
+        rounds = 0
+        while True:
+            key = np.sort(key)
+            dup = np.flatnonzero(key[1:] == key[:-1]) + 1
+            if not dup.size:
+                break
+            rounds += 1
+            key[dup] = key[dup] // n_features * n_features + rng.integers(0, n_features, size=dup.size)
+        assert rounds > 0 or n_features > 10_000  # the narrow cases exercise the redraws
+        rows = key % n_features
+    scale = 1 / math.sqrt(density * n_components)
+    signs = np.where(rng.random(rows.size) < 0.5, -1.0, 1.0)
+    assert m.shape == (n_features, n_components) and m.dtype == np.float32
+    np.testing.assert_array_equal(m.indptr, np.concatenate([[0], np.cumsum(counts)]))
+    np.testing.assert_array_equal(m.indices, rows)
+    np.testing.assert_array_equal(m.data, (signs * scale).astype(np.float32))
+    for c in range(n_components):  # sorted and distinct within each column
+        assert np.all(np.diff(m.indices[m.indptr[c]:m.indptr[c + 1]]) > 0)
+
+
 @pytest.mark.slow
 def test_same_command_same_bytes_whatever_ran_before(compose_cfg, tmp_path):
     """Batch size changes the last bits of the features, so it is part of the key: a run with batch 6
