@@ -191,6 +191,11 @@ def test_nanmedian_rows_equals_numpy_with_and_without_gaps():
         R = rng.standard_normal((40, m))
         R[::7, ::3] = np.nan   # some rows with gaps (partial sort path vs full sort path)
         R[5] = np.nan          # an all-NaN row
+        R[1, :m // 2] = np.nan  # rows with other numbers of values (other middle positions), one an odd number
+        R[2, :1] = np.nan
+        R[3, 1:] = np.nan      # a single value
+        R[4, ::2] = np.inf     # infinite values are values
+        R[4, 1:3] = np.nan
         with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
             expected = np.nanmedian(R, axis=1)
         np.testing.assert_array_equal(nanmedian_rows(R), expected)
