@@ -17,7 +17,14 @@ At the shapes of the default job (150 images; the ResNet-18 target's 9 layers x 
 6. the per-unit minima and maxima of one batch (which units are constant): ``UnitStats``'s two
    reductions against ``torch.aminmax``;
 7. the leave-one-out errors that choose each unit's alpha on one training fold (the default grid of 8):
-   one product per alpha against the 8 alphas' factors stacked into one product.
+   one product per alpha against the 8 alphas' factors stacked into one product;
+8. the bootstrap of 4 source layers at once (they share the responses' sums), per layer, against one
+   layer at a time;
+9. the bootstrap medians of one source layer (200 resamples x 27,000 units, some units without a
+   score): partial sorts in groups against a full sort of the rows with gaps (the previous code);
+10. drawing the sparse projection matrix of VGG11's first ReLU (3,211,264 features): a sort per
+   column and an adaptive re-sort after redraws, against sorting the whole array every round (the
+   previous code; the same matrix).
 
 Every row checks that both sides agree. ``python benchmarks/inner_bench.py [--units 27000]``
 """
@@ -32,6 +39,7 @@ import torch
 
 from idsim.metrics import _ridge
 from idsim.reduce import SparseProjection
+from idsim.reduce import jl_dim as _ridge_jl
 
 
 def best_of(f, repeat: int = 3) -> float:
@@ -86,6 +94,51 @@ def main(argv=None) -> int:
     agree = np.nanmax(np.abs(ours - ref)) if np.isfinite(ours).any() else 0.0
     rows.append(("regression bootstrap, one source layer", best_of(lambda: _ridge.bootstrap_r(P, targets)),
                  best_of(lambda: bootstrap_arrays(P, Y, folds, counts), 2), agree))
+
+    layers = [P] + [0.3 * Y + rng.standard_normal((n, m)) for _ in range(3)]
+    together = _ridge.bootstrap_r(layers, targets)
+    agree = max(np.nanmax(np.abs(together[g] - _ridge.bootstrap_r(x, targets))) for g, x in enumerate(layers))
+    rows.append(("regression bootstrap, 4 source layers at once (per layer), against one at a time",
+                 best_of(lambda: _ridge.bootstrap_r(layers, targets)) / 4,
+                 best_of(lambda: [_ridge.bootstrap_r(x, targets) for x in layers]) / 4, agree))
+    del layers, together
+
+    def medians_full_sort(R):  # the previous code: a full sort of every row with a missing value
+        med = np.full(len(R), np.nan)
+        gaps = np.isnan(R).any(1)
+        lo, hi = (R.shape[1] - 1) // 2, R.shape[1] // 2
+        part = np.partition(R[~gaps], [lo, hi], axis=1)
+        med[~gaps] = 0.5 * (part[:, lo] + part[:, hi])
+        S = np.sort(R[gaps], axis=1)
+        k = np.isfinite(S).sum(1)
+        rows_ = np.arange(len(S))
+        med[gaps] = 0.5 * (S[rows_, (k - 1) // 2] + S[rows_, k // 2])
+        return med
+    boot = _ridge.bootstrap_r(P, targets)
+    boot[rng.random(boot.shape) < 0.001] = np.nan  # units without a score on a resample (folds drawn too thin)
+    rows.append(("bootstrap medians of one source layer (200 x 27,000, gaps in most rows)",
+                 best_of(lambda: _ridge.nanmedian_rows(boot)), best_of(lambda: medians_full_sort(boot)),
+                 float(np.nanmax(np.abs(_ridge.nanmedian_rows(boot) - medians_full_sort(boot))))))
+
+    from idsim.reduce import sparse_projection_matrix
+
+    def matrix_sorting_all(n_features, n_components, seed):  # the previous code: the whole array sorted each round
+        density = 1 / np.sqrt(n_features)
+        g = np.random.default_rng([seed, n_features, n_components])
+        counts_ = g.binomial(n_features, density, size=n_components)
+        key = np.repeat(np.arange(n_components, dtype=np.int64), counts_) * n_features + \
+            g.integers(0, n_features, size=int(counts_.sum()))
+        while True:
+            key.sort()
+            dup = np.flatnonzero(key[1:] == key[:-1]) + 1
+            if not dup.size:
+                return key % n_features
+            key[dup] = (key[dup] // n_features) * n_features + g.integers(0, n_features, size=dup.size)
+    wide_p, q_jl = 64 * 224 * 224, _ridge_jl(n)
+    same = np.array_equal(sparse_projection_matrix(wide_p, q_jl, 0).indices, matrix_sorting_all(wide_p, q_jl, 0))
+    rows.append((f"sparse projection matrix, {wide_p:,} x {q_jl:,} (the same matrix: {same})",
+                 best_of(lambda: sparse_projection_matrix(wide_p, q_jl, 0), 2),
+                 best_of(lambda: matrix_sorting_all(wide_p, q_jl, 0), 2), 0.0 if same else float("nan")))
 
     Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
     ridge = _ridge._Ridge(Xt)

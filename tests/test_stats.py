@@ -98,6 +98,24 @@ def test_regression_bootstrap_reweights_held_out_predictions(data, cv):
         np.testing.assert_allclose(boot[b], expected, atol=1e-9)
 
 
+def test_bootstrap_of_layers_together_equals_each_alone(data):
+    """Source layers scored together share the responses' weighted sums; each layer's resampled r must be
+    the one it gets alone, bit for bit (the same sums in the same order), whatever the layers next to it.
+    A kernel that mixed up the layers' rows, or reused one layer's sums for the next, would differ."""
+    X, Y, R = data["X"], data["Y"][:, :7], data["R"]
+    counts = np.stack([np.bincount(r, minlength=N) for r in R])
+    preds = []
+    for cols in (slice(0, 5), slice(3, 9), slice(None)):
+        res = fit_predict_cv(X[:, cols], Y, cv=3, alphas=[1.0], keep_predictions=True)
+        preds.append(res.predictions)
+    preds.append(np.tile(preds[0][:, :1], (1, 7)))  # a layer whose predictions are one column, repeated
+    together = bootstrap_r(preds, Y, res.folds, counts)
+    assert together.shape == (4, len(R), 7)
+    for g, pred in enumerate(preds):
+        np.testing.assert_array_equal(together[g], bootstrap_r(pred, Y, res.folds, counts))
+    assert not np.allclose(together[0], together[1], equal_nan=True)
+
+
 def _boots():
     """Two target layers; the target architecture wins layer 0 in 90 of 100 resamples and loses layer 1 always."""
     rng = np.random.default_rng(0)

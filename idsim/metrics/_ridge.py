@@ -214,17 +214,36 @@ class BootstrapTargets:
         self.W = np.stack([self.C[a:b].sum(0) for a, b in zip(self.starts[:-1], self.starts[1:])])
         self.Yt = self.slab(Y)
 
-    def slab(self, A: np.ndarray) -> np.ndarray:
+    def slab(self, A: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(columns, held-out images): A's rows in fold order, centred on their fold's mean (no cancellation)."""
         A = np.asarray(A, dtype=np.float64)[self.order]
         for a, b in zip(self.starts[:-1], self.starts[1:]):
             A[a:b] -= A[a:b].mean(0)
-        return np.ascontiguousarray(A.T)
+        if out is None:
+            return np.ascontiguousarray(A.T)
+        out[...] = A.T
+        return out
+
+    def layers_at_once(self, budget: int = 320 * 2**20) -> int:
+        """How many source layers :meth:`r` takes at once within ``budget`` bytes (their slabs and results):
+        each layer given with others saves two of its five weighted sums per image."""
+        m, n = self.Yt.shape
+        return int(max(1, min(8, budget // (8 * m * (n + self.C.shape[1])))))
+
+    def r(self, P: np.ndarray) -> np.ndarray:
+        """(layers, resamples, units) bootstrap r of source layers' slabs ``P`` (layers, units, held-out images)."""
+        from ..kernels import bootstrap_pearson, match_torch_threads
+
+        match_torch_threads()
+        out = np.empty((P.shape[0], self.C.shape[1], P.shape[1]))
+        bootstrap_pearson(np.ascontiguousarray(P), self.Yt, self.C, self.W, self.starts, _CANCEL, out)
+        return out
 
 
-def bootstrap_r(predictions: np.ndarray, Y: np.ndarray | BootstrapTargets, folds: np.ndarray | None = None,
+def bootstrap_r(predictions, Y: np.ndarray | BootstrapTargets, folds: np.ndarray | None = None,
                 counts: np.ndarray | None = None) -> np.ndarray:
-    """Per-unit held-out Pearson r on resampled images: (n_resamples, m).
+    """Per-unit held-out Pearson r on resampled images: (n_resamples, m), or (layers, n_resamples, m) for a
+    list of several source layers' predictions.
 
     ``counts`` (n_resamples, n) says how often each image is drawn. Within each fold, r is the
     Pearson correlation of the held-out predictions with the responses over the fold's images,
@@ -233,16 +252,16 @@ def bootstrap_r(predictions: np.ndarray, Y: np.ndarray | BootstrapTargets, folds
     them, give no value. ``Y`` may be a :class:`BootstrapTargets` made once for many source layers.
     One compiled pass per unit (:mod:`idsim.kernels`): the five weighted sums of every
     fold and resample stay in the core's cache, where array operations would make a dozen passes
-    over (resamples x units) arrays in memory.
+    over (resamples x units) arrays in memory; layers given together share the responses' two sums.
     """
-    from ..kernels import bootstrap_pearson, match_torch_threads
-
-    match_torch_threads()
     t = Y if isinstance(Y, BootstrapTargets) else BootstrapTargets(Y, folds, counts)
-    P = t.slab(predictions)
-    out = np.empty((t.C.shape[1], P.shape[0]))
-    bootstrap_pearson(P, t.Yt, t.C, t.W, t.starts, _CANCEL, out)
-    return out
+    single = isinstance(predictions, np.ndarray) and predictions.ndim == 2
+    layers = [predictions] if single else list(predictions)
+    P = np.empty((len(layers), *t.Yt.shape))
+    for g, pred in enumerate(layers):
+        t.slab(pred, out=P[g])
+    out = t.r(P)
+    return out[0] if single else out
 
 
 def nanmedian_rows(R: np.ndarray) -> np.ndarray:

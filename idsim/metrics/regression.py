@@ -84,7 +84,7 @@ class Regression(Metric):
               resamples: np.ndarray | None = None) -> LayerScores:
         """Median held-out r per layer pair; with ``resamples``, the same on each resample of the images:
         every unit's held-out predictions re-weighted by how often the resample draws each image (no refit)."""
-        from ._ridge import BootstrapTargets, bootstrap_r, fit_predict_cv, nanmedian_rows
+        from ._ridge import BootstrapTargets, fit_predict_cv, nanmedian_rows
 
         o = self.options
         Ys = self._layers(target, self.name, "units", TARGET)
@@ -95,18 +95,34 @@ class Regression(Metric):
         boot = None if resamples is None else np.full((len(resamples), *S.shape), np.nan)
         counts = None if resamples is None else np.stack([np.bincount(r, minlength=Y.shape[0]) for r in resamples])
         targets = None  # the responses' side of the bootstrap, shared by every source layer (same folds)
+        slabs, pending = None, []  # source layers waiting for their bootstrap, which takes a few at once
+
+        def bootstrap_pending():
+            R = targets.r(slabs[:len(pending)])
+            for g, i in enumerate(pending):
+                for j in range(len(Ys)):
+                    boot[:, i, j] = nanmedian_rows(R[g, :, bounds[j]:bounds[j + 1]])
+            pending.clear()
+
         for i, X in enumerate(self._layers(source, self.name, "features", SOURCE)):
             res = fit_predict_cv(X, Y, cv=o.cv, alphas=o.alphas, seed=seed, device=device, precision=o.precision,
                                  standardize=o.standardize, keep_predictions=boot is not None)
-            if boot is not None and targets is None:
-                targets = BootstrapTargets(Y, res.folds, counts)
-            R = None if boot is None else bootstrap_r(res.predictions, targets)
             for j in range(len(Ys)):
                 r = res.r[bounds[j]:bounds[j + 1]]
                 S[i, j] = np.nanmedian(r) if np.isfinite(r).any() else np.nan
                 A[i, j] = np.median(res.alpha[bounds[j]:bounds[j + 1]])
-                if R is not None:
-                    boot[:, i, j] = nanmedian_rows(R[:, bounds[j]:bounds[j + 1]])
+            if boot is None:
+                continue
+            if targets is None:
+                targets = BootstrapTargets(Y, res.folds, counts)
+                slabs = np.empty((min(targets.layers_at_once(), len(source.layer_names)), *targets.Yt.shape))
+            targets.slab(res.predictions, out=slabs[len(pending)])
+            pending.append(i)
+            del res
+            if len(pending) == len(slabs):
+                bootstrap_pending()
+        if pending:
+            bootstrap_pending()
         return LayerScores(S, {"median_alpha": A}, boot=boot)
 
 
