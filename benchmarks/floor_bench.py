@@ -98,7 +98,7 @@ def warm_up_child(models: list[str]) -> None:
     import torch
 
     from idsim.layouts import layout
-    from idsim.metrics._ridge import bootstrap_r
+    from idsim.metrics._ridge import bootstrap_r, nanmedian_rows
     from idsim.model_names import resolve_library
     from idsim.reduce import SparseProjection
 
@@ -106,6 +106,7 @@ def warm_up_child(models: list[str]) -> None:
     rng = np.random.default_rng(0)
     counts = np.stack([np.bincount(rng.integers(0, 30, 30), minlength=30) for _ in range(4)])
     bootstrap_r(rng.standard_normal((30, 3)), rng.standard_normal((30, 3)), np.arange(30) % 3, counts)
+    nanmedian_rows(rng.standard_normal((2, 4, 6))[0, :, 1:4])  # a target layer's columns of a layer's resamples
     for name in models:
         layout(name, resolve_library(name))
 

@@ -21,7 +21,8 @@ At the shapes of the default job (150 images; the ResNet-18 target's 9 layers x 
 8. the bootstrap of 4 source layers at once (they share the responses' sums), per layer, against one
    layer at a time;
 9. the bootstrap medians of one source layer (200 resamples x 27,000 units, some units without a
-   score): partial sorts in groups against a full sort of the rows with gaps (the previous code);
+   score): a compiled selection per row against a full sort of the rows with gaps (the code before
+   d04e32d);
 10. drawing the sparse projection matrix of VGG11's first ReLU (3,211,264 features): a sort per
    column and an adaptive re-sort after redraws, against sorting the whole array every round (the
    previous code; the same matrix).

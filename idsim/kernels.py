@@ -107,6 +107,22 @@ def bootstrap_pearson(P, Y, C, W, starts, cancel, out):  # pragma: no cover - co
                 out[g, b, j] = tot[g, b] / cnt[g, b] if cnt[g, b] > 0 else np.nan
 
 
+@numba.njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
+def nanmedian_rows(R, out):  # pragma: no cover - compiled
+    """``out[i]`` = the median of row ``i`` of ``R`` without its NaN (NaN when nothing is left), as
+    ``np.nanmedian(R, axis=1)``: the row's values copied out and selected in place, a row per task."""
+    n, m = R.shape
+    for i in numba.prange(n):
+        buf = np.empty(m)
+        k = 0
+        for j in range(m):
+            v = R[i, j]
+            if not np.isnan(v):
+                buf[k] = v
+                k += 1
+        out[i] = np.median(buf[:k]) if k > 0 else np.nan
+
+
 _GROUP = 16  # batch rows per task: one AVX-512 vector of float32 per projection component
 
 

@@ -265,24 +265,18 @@ def bootstrap_r(predictions, Y: np.ndarray | BootstrapTargets, folds: np.ndarray
 
 
 def nanmedian_rows(R: np.ndarray) -> np.ndarray:
-    """Median of each row ignoring NaN (NaN for an all-NaN row), vectorised (np.nanmedian loops over rows).
+    """Median of each row ignoring NaN (NaN for an all-NaN row): ``np.nanmedian(R, axis=1)``, which loops over
+    rows in Python. A compiled selection per row (:func:`idsim.kernels.nanmedian_rows`, rows spread over torch's
+    threads): 2x NumPy's partial sorts in groups of rows with the same number of values, and 6x a full sort of
+    the rows with gaps (most resamples leave some unit without a score)."""
+    from ..kernels import match_torch_threads, nanmedian_rows as kernel
 
-    Every row takes a partial sort (``np.partition``: linear time; NaN go last), in groups of rows with
-    the same number of values, whose middle positions are the same. A full sort of the rows with gaps,
-    as before, took 2.3x as long (most resamples leave some unit without a score).
-    """
     R = np.asarray(R, dtype=np.float64)
     med = np.full(len(R), np.nan)
-    m = R.shape[1]
-    if m == 0:
+    if R.shape[1] == 0 or len(R) == 0:
         return med
-    k = m - np.isnan(R).sum(1)  # values per row
-    for kk in np.unique(k[k > 0]).tolist():
-        rows = np.flatnonzero(k == kk)
-        part = R[rows]
-        lo, hi = (kk - 1) // 2, kk // 2
-        part.partition([lo, hi], axis=1)
-        med[rows] = 0.5 * (part[:, lo] + part[:, hi])
+    match_torch_threads()
+    kernel(R, med)
     return med
 
 
