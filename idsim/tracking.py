@@ -1,7 +1,11 @@
 """Experiment tracking: W&B (offline by default, no account needed) or nothing.
 
 The W&B run lives inside the run's output folder (``<run dir>/wandb/``); ``wandb sync`` on that
-folder uploads it later. Every run is finished, even when the experiment fails, so runs of a
+folder uploads it later. It is kept by a child process (``python -m idsim.tracking``,
+:class:`WandbProcess`): importing wandb and starting a run is ~0.85 s of interpreter work, which
+in the job's own process took turns with the job's start (importing torch) for the one
+interpreter, and runs beside it in a process of its own. Every run is finished, even when the
+experiment fails (the child finishes it as failed when the job's process goes away), so runs of a
 multirun never merge. In a sweep, each job is its own run, named by the job's swept overrides
 (its folder name, e.g. ``metric=cka,target=vgg11``) and grouped by the sweep (``wandb.group``, else the sweep
 folder's name); the sweep summary joins the same group (see :mod:`idsim.sweep`).
@@ -72,6 +76,107 @@ class WandbTracker(NullTracker):
         self.run.finish(exit_code=1 if failed else 0)
 
 
+class WandbProcess(NullTracker):
+    """A :class:`WandbTracker` in a child process; each call waits for the child's answer (on the writer's
+    background thread), and an error there is an :class:`IdsimError` here, with the child's words."""
+
+    def __init__(self, out_dir: Path, config: dict, **options):
+        import subprocess
+        import sys
+
+        env = dict(os.environ)
+        env.setdefault("WANDB_SILENT", "true")
+        here = str(Path(__file__).resolve().parent.parent)  # this idsim, installed or not
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen([sys.executable, "-m", "idsim.tracking"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=env)
+        try:
+            run_dir = self._call("start", Path(out_dir), config, options)
+        except BaseException:
+            self._close()
+            raise
+        self.run_dir = None if run_dir is None else Path(run_dir)
+
+    def _call(self, method: str, *args):
+        import pickle
+
+        try:
+            pickle.dump((method, args), self._proc.stdin)
+            self._proc.stdin.flush()
+            ok, value = pickle.load(self._proc.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError) as e:
+            raise IdsimError(f"the W&B process ended (exit code {self._proc.poll()}; its messages are above); or turn"
+                             f" logging off with logger=none") from e
+        if not ok:
+            raise IdsimError(value)
+        return value
+
+    def log_table(self, key: str, df: pd.DataFrame) -> None:
+        self._call("log_table", key, df)
+
+    def log_images(self, images: Mapping[str, Path]) -> None:
+        self._call("log_images", dict(images))
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        self._call("summary", dict(values))
+
+    def finish(self, failed: bool = False) -> None:
+        try:
+            self._call("finish", failed)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        import subprocess
+
+        for stream in (self._proc.stdin, self._proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self._proc.wait(timeout=120)  # its run is finished: as failed when it was not told otherwise
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _serve() -> None:
+    """The child of :class:`WandbProcess`: (method, args) pickled on stdin, (ok, value) pickled back."""
+    import pickle
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a job's stop reaches its own process, which finishes this run
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (or, when it is killed, the end of its input below)
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever prints goes to stderr, not into the answers
+    tracker = None
+    while True:
+        try:
+            method, args = pickle.load(sys.stdin.buffer)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            if tracker is not None:
+                tracker.finish(failed=True)
+            return
+        try:
+            if method == "start":
+                out_dir, config, options = args
+                tracker = WandbTracker(out_dir, config, **options)
+                value = None if tracker.run_dir is None else str(tracker.run_dir)
+            else:
+                value = getattr(tracker, method)(*args)
+            answer = (True, value)
+        except IdsimError as e:
+            answer = (False, str(e))
+        except Exception as e:  # noqa: BLE001 - W&B's own errors, in one line
+            answer = (False, f"W&B: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+        pickle.dump(answer, answers)
+        answers.flush()
+        if method == "finish" or (method == "start" and not answer[0]):
+            return
+
+
 def sweep_identity() -> tuple[str, str] | None:
     """(group, name) of the sweep job Hydra is running now: the sweep folder's name and the job's overrides."""
     try:
@@ -123,5 +228,10 @@ def make_tracker(logger: Mapping[str, Any] | Any, out_dir: Path, config: dict, n
     ident = sweep_identity() if in_job else None
     if ident is not None:
         group, name = group or ident[0], ident[1]
-    return WandbTracker(out_dir, config, mode=w.get("mode", "offline"), project=w.get("project", "idsim"),
-                        entity=w.get("entity"), group=group, tags=w.get("tags") or (), name=name, job_type=job_type)
+    return WandbProcess(out_dir, config, mode=w.get("mode", "offline"), project=w.get("project", "idsim"),
+                        entity=w.get("entity"), group=group, tags=list(w.get("tags") or ()), name=name,
+                        job_type=job_type)
+
+
+if __name__ == "__main__":
+    _serve()

@@ -187,6 +187,38 @@ def test_sigkill_is_recognised_later_and_its_scratch_swept(killed, capsys):
     assert jobs.FolderLock(folder).acquire()  # the kernel released the dead job's lock
 
 
+@pytest.mark.slow
+def test_a_killed_jobs_wandb_run_is_finished_as_failed(tmp_path):
+    """The W&B run lives in a child process (idsim.tracking), which finishes it as failed when the job's process
+    is SIGKILLed (the end of its input), so a killed job leaves no unfinished run to merge with the next."""
+    from test_sweep import _wandb_run
+
+    env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, "WANDB_MODE": "offline",
+           "WANDB_SILENT": "true"}
+    folder = tmp_path / "run"
+    args = [a for a in KILL_RUN if not a.startswith("logger=")] + ["logger=wandb", f"hydra.run.dir={folder}"]
+    proc = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (folder / "scores.csv").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, "the job ended before its first source was scored"
+        proc.kill()
+        proc.wait()
+        deadline, code = time.time() + 120, None  # the child sees the end of its input and finishes the run
+        while code is None and time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                code = _wandb_run(folder)[1]
+            except Exception:  # noqa: BLE001 - the run file is still being written
+                code = None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 1
+
+
 def test_a_stopping_signal_waits_until_a_result_table_is_written(tmp_path, monkeypatch):
     """SIGTERM that arrives while scores.csv is being written (the slow test above sends it as soon as the file
     exists) must not leave the file empty or cut: the table is written whole, then the run stops."""
