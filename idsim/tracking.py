@@ -121,21 +121,33 @@ class WandbProcess(NullTracker):
         self._call("summary", dict(values))
 
     def finish(self, failed: bool = False) -> None:
+        finished = False
         try:
             self._call("finish", failed)
+            finished = True
+        except IdsimError as e:
+            if not failed:
+                raise
+            log.warning("W&B: %s", e)  # the job's own error is the one to report
         finally:
-            self._close()
+            self._close(wait=not finished)
 
-    def _close(self) -> None:
+    def _close(self, wait: bool = True) -> None:
+        """Close the child's input (it finishes an unfinished run as failed and exits); ``wait=False`` once its
+        run is finished: what is left is its interpreter's exit (~0.17 s), which need not hold up the job."""
         import subprocess
+        import threading
 
         for stream in (self._proc.stdin, self._proc.stdout):
             try:
                 stream.close()
             except OSError:
                 pass
+        if not wait:
+            threading.Thread(target=self._proc.wait, name="idsim-wandb-exit", daemon=True).start()  # reaps it
+            return
         try:
-            self._proc.wait(timeout=120)  # its run is finished: as failed when it was not told otherwise
+            self._proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()

@@ -124,6 +124,23 @@ def test_wandb_offline_run_lands_in_output_folder(compose_cfg, tmp_path, monkeyp
     assert (tmp_path / "figures" / "best_scores.png").is_file()
 
 
+def test_wandb_child_process_errors_come_back_in_one_line(tmp_path, caplog):
+    """The W&B run lives in a child process: what it refuses is an IdsimError here, in its own words, and the
+    child is gone; a failed job's finish reports a dead child as a warning (the job's own error is the one raised)."""
+    from idsim.errors import IdsimError
+    from idsim.tracking import WandbProcess
+
+    with pytest.raises(IdsimError, match=r"^wandb.mode='live'; valid: offline, online, disabled$"):
+        WandbProcess(tmp_path, {}, mode="live")
+    tracker = WandbProcess(tmp_path, {"a": 1}, mode="disabled")  # a run that writes nothing
+    tracker._proc.kill()
+    tracker._proc.wait()
+    with pytest.raises(IdsimError, match="the W&B process ended"):
+        tracker.summary({"x": 1})
+    tracker.finish(failed=True)
+    assert "the W&B process ended" in caplog.text
+
+
 @pytest.mark.parametrize("rdm,compare", [("correlation", "pearson"), ("euclidean", "spearman")])
 def test_rsa_through_the_pipeline_equals_rsa_on_raw_features(rdm, compare):
     """The pipeline's streamed RDMs (with target unit sampling) give the scores rsa() gives on the raw activations."""
