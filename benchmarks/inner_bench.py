@@ -39,8 +39,7 @@ import numpy as np
 import torch
 
 from idsim.metrics import _ridge
-from idsim.reduce import SparseProjection
-from idsim.reduce import jl_dim as _ridge_jl
+from idsim.reduce import SparseProjection, jl_dim
 
 
 def best_of(f, repeat: int = 3) -> float:
@@ -135,7 +134,7 @@ def main(argv=None) -> int:
             if not dup.size:
                 return key % n_features
             key[dup] = (key[dup] // n_features) * n_features + g.integers(0, n_features, size=dup.size)
-    wide_p, q_jl = 64 * 224 * 224, _ridge_jl(n)
+    wide_p, q_jl = 64 * 224 * 224, jl_dim(n)
     same = np.array_equal(sparse_projection_matrix(wide_p, q_jl, 0).indices, matrix_sorting_all(wide_p, q_jl, 0))
     rows.append((f"sparse projection matrix, {wide_p:,} x {q_jl:,} (the same matrix: {same})",
                  best_of(lambda: sparse_projection_matrix(wide_p, q_jl, 0), 2),
