@@ -74,8 +74,54 @@ def forward_only(name: str, dataset: list[str], batch: int, device: str, workers
     if dev.type == "cuda":
         torch.cuda.synchronize()
     forward_s = time.perf_counter() - t0
-    print(json.dumps({"model": name, "forward_s": forward_s, "build_s": build_s,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    widths = {}  # after the timing: each default layer's units, from one image (for the Gram floor)
+    modules = dict(net.named_modules())
+
+    def hook_for(lay: str):
+        def hook(_module, _inputs, out) -> None:  # returns None: the output stays as it is
+            widths[lay] = _units(out)
+        return hook
+
+    hooks = [modules[lay].register_forward_hook(hook_for(lay)) for lay in model.default_layers]
+    with torch.inference_mode():
+        net(model.transform(probe.image(0))[None].to(dev))
+    for h in hooks:
+        h.remove()
+    print(json.dumps({"model": name, "forward_s": forward_s, "build_s": build_s, "rss_mb": rss_mb, "widths": widths}))
+
+
+def _units(out) -> int:
+    """Units of one image in a layer's output (its first tensor, as extraction takes it)."""
+    from idsim.features import _first_tensor
+
+    return int(_first_tensor(out)[0].numel())
+
+
+def dgemm_rate(n: int, reps: int = 5) -> float:
+    """This host's best float64 matrix-product rate (FLOP/s) on the Gram's shape: (n x K) times its transpose,
+    in torch (the BLAS the Grams use), every thread; the best of several widths and repeats."""
+    import torch
+
+    best = 0.0
+    for k in (4096, 8192, 16384):
+        X = torch.rand(n, k, dtype=torch.float64)
+        torch.mm(X, X.T)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            torch.mm(X, X.T)
+            best = max(best, 2.0 * n * n * k / (time.perf_counter() - t0))
+    return best
+
+
+def gram_floor_columns(widths: dict[str, int], n: int, unit_ratio: float, exact_budget: int | None,
+                       gram_dim) -> int:
+    """Columns of all a model's Grams (CKA and RSA form one per layer): each layer's sampled units where they are
+    kept exact, its projection's dimensions where not (:func:`idsim.features.gram_columns`, the extraction's rule)."""
+    from idsim.features import gram_columns
+    from idsim.reduce import n_sampled
+
+    return sum(gram_columns(n, n_sampled(p, unit_ratio), exact_budget, gram_dim)[0] for p in widths.values())
 
 
 def timed(cmd: list[str], env: dict) -> tuple[float, float, str, str, int]:
@@ -175,6 +221,23 @@ def main(argv=None) -> int:
     for label, v in forward.items():
         print(f"| {label} | {v['forward_s']:.2f} | {v['build_s']:.2f} | {v['rss_mb']:.0f} |")
 
+    from idsim.config import compose
+
+    job = compose([*dataset, *a.extra])
+    ext = job.extraction
+    budget = None if ext.exact_max_mb is None else int(ext.exact_max_mb * 2**20)
+    columns = sum(gram_floor_columns(v["widths"], a.n, job.unit_ratio if label == "target" else 1.0, budget,
+                                     ext.gram_dim) for label, v in forward.items())
+    builds = sum(v["build_s"] for v in forward.values())
+    if a.device == "cpu":  # the Grams' floor on a GPU would need the GPU's rate
+        rate = dgemm_rate(a.n)
+        gram_floor = a.n * (a.n + 1) * columns / rate  # the symmetric half: n(n+1)/2 multiply-adds per column
+        print(f"\nGram floor (cka, rsa): the exact float64 Grams of every layer ({columns:,} columns over {a.n} images),"
+              f" their symmetric half only, at this host's best float64 product rate ({rate / 1e9:.0f} GFLOP/s):"
+              f" {gram_floor:.1f} s. The forward passes keep every core busy, so a job that keeps today's exact"
+              f" scores takes at least the forward passes + this = {(total_forward + gram_floor) / total_forward:.2f}x,"
+              f" or {(total_forward + gram_floor + builds) / total_forward:.2f}x with building the models.")
+
     sources = "[" + ",".join(a.sources) + "]"
     for metric in a.metrics:
         rows = []
@@ -205,7 +268,6 @@ def main(argv=None) -> int:
         print(f"| other phases | | {', '.join(f'{k} {v:.2f}' for k, v in rest.items())};"
               f" start-up and exit {cold_wall - accounted:.2f} | |")
         print(f"| **total** | {total_forward:.2f} | {cold_wall:.2f} (process wall) | **{cold_wall / total_forward:.2f}** |")
-        builds = sum(v["build_s"] for v in forward.values())
         print(f"the forward passes and building the models: {total_forward + builds:.1f} s; the cold job is"
               f" {cold_wall / (total_forward + builds):.2f}x that")
         if len(rows) > 1:

@@ -298,6 +298,16 @@ def extract(model: Model, probe: ProbeSet, plan: Plan = Plan(), layers: list[str
     return features
 
 
+def gram_columns(n: int, n_sampled: int, exact_budget: int | None = DEFAULT_EXACT_BUDGET,
+                 gram_dim: int | str = "auto") -> tuple[int, bool]:
+    """(columns, exact): how many columns a layer's Gram matrix is formed from over ``n`` images, and
+    whether they are its ``n_sampled`` exact units (float32 values within ``exact_budget`` bytes) or
+    a sparse random projection of them to ``gram_dim`` dimensions (``"auto"``: :func:`jl_dim`)."""
+    if exact_budget is None or n * n_sampled * 4 <= exact_budget:
+        return n_sampled, True
+    return (jl_dim(n) if gram_dim == "auto" else int(gram_dim)), False
+
+
 def layer_reducers(layer: str, p: int, n: int, plan: Plan, store, exact_budget: int | None = DEFAULT_EXACT_BUDGET,
                    gram_dim: int | str = "auto", tag: str | None = None) -> dict:
     """The reducers that keep what ``plan`` needs of a layer of ``p`` units over ``n`` images.
@@ -311,12 +321,11 @@ def layer_reducers(layer: str, p: int, n: int, plan: Plan, store, exact_budget: 
     red = {}
     tagged = f"{tag}/{layer}" if tag else layer
     sampled = sample_units(p, plan.unit_ratio, plan.seed, layer)
-    exact = exact_budget is None or n * sampled.size * 4 <= exact_budget
+    q, exact = gram_columns(n, sampled.size, exact_budget, gram_dim)
     if plan.grams and exact:  # exact values of the sampled units
         red["units"] = store(sampled, layer, p)
         red["units"].stats.ranges = plan.drop_constant  # constancy is only needed to drop units
     elif plan.grams:  # too wide for the exact budget: Grams from a sparse random projection
-        q = jl_dim(n) if gram_dim == "auto" else int(gram_dim)
         if {"column", "raw"} & set(plan.grams):
             red["gram_proj"] = SparseProjection(n, p, q, plan.seed, tagged, units=sampled, purpose="gram")
         if "row" in plan.grams:

@@ -34,11 +34,16 @@ def layer_rng(seed: int, layer: str, purpose: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(layer.encode()), zlib.crc32(purpose.encode())])
 
 
+def n_sampled(n_units: int, ratio: float) -> int:
+    """How many of a layer's ``n_units`` units :func:`sample_units` keeps at ``ratio`` (at least 1)."""
+    return max(1, int(round(ratio * n_units)))
+
+
 def sample_units(n_units: int, ratio: float, seed: int, layer: str) -> np.ndarray:
     """Sorted indices of ``round(ratio * n_units)`` units (at least 1), drawn without replacement."""
     if not 0.0 < ratio <= 1.0:
         raise IdsimError(f"unit_ratio must be in (0, 1], got {ratio}")
-    k = max(1, int(round(ratio * n_units)))
+    k = n_sampled(n_units, ratio)
     if k >= n_units:
         return np.arange(n_units)
     return np.sort(layer_rng(seed, layer, "units").choice(n_units, size=k, replace=False))

@@ -339,6 +339,33 @@ def test_projected_grams_stay_close_to_exact_on_a_real_network():
         assert np.max(np.abs(A - E)) < bound, (debiased, np.abs(A - E))
 
 
+def test_the_floor_counts_the_gram_columns_extraction_uses():
+    """benchmarks/floor_bench.py's Gram floor classifies layers with the extraction's own rule: with a budget
+    between two layers' sizes (at a unit ratio, so sampled units count, not all of them), the layers it calls
+    projected are the ones extraction projects, and each Gram is formed from the columns it counts."""
+    import importlib.util
+
+    from idsim import build_model, extract, load_probe_set
+    from idsim.features import gram_columns
+    from idsim.reduce import n_sampled
+
+    spec = importlib.util.spec_from_file_location("floor_bench", Path(__file__).parents[1] / "benchmarks" / "floor_bench.py")
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    probe = load_probe_set({"name": "shapes", "n_images": 6})
+    layers = ["features.1", "features.4", "features.7"]  # 193,600, 139,968 and 64,896 units per image
+    budget = 6 * 4 * 80_000  # half of features.1 (96,800 units) is above it; half of features.4 (69,984) is not
+    m = build_model("alexnet", seed=0)
+    feats = extract(m, probe, Plan(grams=("column",), unit_ratio=0.5), layers=layers, batch_size=6, progress=False,
+                    exact_budget=budget, gram_dim=40)
+    widths = {lay: feats[lay].n_units for lay in layers}
+    assert list(widths.values()) == [193_600, 139_968, 64_896]
+    assert [feats[lay].approximate for lay in layers] == [True, False, False]
+    assert [not gram_columns(6, n_sampled(widths[lay], 0.5), budget, 40)[1] for lay in layers] == [True, False, False]
+    assert floor.gram_floor_columns(widths, 6, 0.5, budget, 40) == 40 + 69_984 + 32_448
+    assert floor.gram_floor_columns(widths, 6, 1.0, None, 40) == sum(widths.values())  # no budget: all exact
+
+
 def test_spilled_layers_give_the_same_reductions_as_in_ram(tmp_path):
     """With no RAM budget every exact layer is written to scratch; the Grams and units are unchanged. The run's
     one scratch file (reused by each extraction on the same probe set) goes with the probe set."""
