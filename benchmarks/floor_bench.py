@@ -11,6 +11,11 @@ In one invocation, on the same images:
 2. the full job through the public entry point (``python run.py ...``, a fresh process, cold
    feature cache), once per metric, then once more warm (everything cached).
 
+Between the two, on CPU, the Gram floor: the float64 products that CKA's and RSA's exact Grams cannot do
+without (each layer's columns, as extraction keeps them, times n(n+1)/2 multiply-adds), at the best rate
+this host's BLAS reaches on that shape; with the forward passes (and the models' builds) it is the ratio
+below which no job that keeps today's exact scores can go, unless Grams run in the cores' idle share.
+
 It prints, per model and in total: seconds, the ratio to the forward passes, and peak RSS. Per
 model, idsim's time is its extraction plus its scoring (``timings.json`` of the run); the job's
 total is the process wall time, start-up, figures and W&B included.
@@ -234,8 +239,9 @@ def main(argv=None) -> int:
         gram_floor = a.n * (a.n + 1) * columns / rate  # the symmetric half: n(n+1)/2 multiply-adds per column
         print(f"\nGram floor (cka, rsa): the exact float64 Grams of every layer ({columns:,} columns over {a.n} images),"
               f" their symmetric half only, at this host's best float64 product rate ({rate / 1e9:.0f} GFLOP/s):"
-              f" {gram_floor:.1f} s. The forward passes keep every core busy, so a job that keeps today's exact"
-              f" scores takes at least the forward passes + this = {(total_forward + gram_floor) / total_forward:.2f}x,"
+              f" {gram_floor:.1f} s. Unless Grams could run in what the forward passes leave idle of the cores, a job"
+              f" that keeps today's exact scores takes at least the forward passes + this"
+              f" = {(total_forward + gram_floor) / total_forward:.2f}x,"
               f" or {(total_forward + gram_floor + builds) / total_forward:.2f}x with building the models.")
 
     sources = "[" + ",".join(a.sources) + "]"
