@@ -203,6 +203,14 @@ def main(argv=None) -> int:
         forward_only(a.forward_child[0], dataset, a.batch_size, a.device, a.workers, int(a.forward_child[1]))
         return 0
 
+    from idsim.config import compose
+    from idsim.errors import IdsimError
+
+    try:  # the job's settings, checked before any timing (a bad --extra is one line, not a failed job minutes later)
+        job = compose([*dataset, *a.extra])
+    except IdsimError as e:
+        print(f"floor_bench: error: {e}", file=sys.stderr)
+        return 2
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "WANDB_SILENT": "true"}
     models = [(a.target, 0, "target")] + [(s, 1, s) for s in a.sources]
     print(f"# floor benchmark: {a.n} images ({'folder ' + str(a.images) if a.images else 'embedded natural, 224 px'}),"
@@ -226,9 +234,6 @@ def main(argv=None) -> int:
     for label, v in forward.items():
         print(f"| {label} | {v['forward_s']:.2f} | {v['build_s']:.2f} | {v['rss_mb']:.0f} |")
 
-    from idsim.config import compose
-
-    job = compose([*dataset, *a.extra])
     ext = job.extraction
     budget = None if ext.exact_max_mb is None else int(ext.exact_max_mb * 2**20)
     columns = sum(gram_floor_columns(v["widths"], a.n, job.unit_ratio if label == "target" else 1.0, budget,
