@@ -7,7 +7,10 @@ In one invocation, on the same images:
    job pays them as on a fresh machine;
 1. the pure forward passes of every model of the job: idsim's own ``build_model`` and transform,
    the same batch size and device, image decoding included (a DataLoader), inference mode, no
-   hooks; each model in a fresh process (its own peak RSS);
+   hooks; each model in a fresh process (its own peak RSS); the goals' ratios divide by their sum;
+1b. the same forward passes as one plain script would run them: one process, timed whole (start-up,
+   imports, building the models, decoding, forward passes): what a job without any of idsim's work
+   would take, beside which the job's own overhead reads directly;
 2. the full job through the public entry point (``python run.py ...``, a fresh process, cold
    feature cache), once per metric, then once more warm (everything cached).
 
@@ -47,7 +50,6 @@ def forward_only(name: str, dataset: list[str], batch: int, device: str, workers
 
     tune_memory()
     import torch
-    from torch.utils.data import DataLoader
 
     from idsim import build_model, load_probe_set
     from idsim.config import compose
@@ -62,25 +64,10 @@ def forward_only(name: str, dataset: list[str], batch: int, device: str, workers
     t0 = time.perf_counter()
     model = build_model(name, weights="random", seed=seed)
     build_s = time.perf_counter() - t0
-    net = model.module.to(dev)
-
-    class Images(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(probe)
-
-        def __getitem__(self, i):
-            return model.transform(probe.image(i))
-
-    loader = DataLoader(Images(), batch_size=batch, num_workers=workers, pin_memory=dev.type == "cuda")
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        for x in loader:
-            net(x.to(dev, non_blocking=True))
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    forward_s = time.perf_counter() - t0
+    forward_s = forward_passes(model, probe, batch, dev, workers)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     widths = {}  # after the timing: each default layer's units, from one image (for the Gram floor)
+    net = model.module
     modules = dict(net.named_modules())
 
     def hook_for(lay: str):
@@ -94,6 +81,46 @@ def forward_only(name: str, dataset: list[str], batch: int, device: str, workers
     for h in hooks:
         h.remove()
     print(json.dumps({"model": name, "forward_s": forward_s, "build_s": build_s, "rss_mb": rss_mb, "widths": widths}))
+
+
+def forward_passes(model, probe, batch: int, dev, workers: int) -> float:
+    """Seconds of ``model``'s forward passes over ``probe``: its transform in a DataLoader (decoding included),
+    inference mode, no hooks."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(probe)
+
+        def __getitem__(self, i):
+            return model.transform(probe.image(i))
+
+    net = model.module.to(dev)
+    loader = DataLoader(Images(), batch_size=batch, num_workers=workers, pin_memory=dev.type == "cuda")
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for x in loader:
+            net(x.to(dev, non_blocking=True))
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def forward_script(models: list[tuple[str, int]], dataset: list[str], batch: int, device: str, workers: int) -> None:
+    """Child process: what a plain script doing only the job's forward passes runs, in one process: start-up, the
+    imports, the probe set, and for each model its build and forward passes (the parent times the process)."""
+    from idsim.procs import tune_memory
+
+    tune_memory()
+    from idsim import build_model, load_probe_set
+    from idsim.config import compose
+    from idsim.features import resolve_device
+
+    dev = resolve_device(device)
+    probe = load_probe_set(compose(dataset).dataset)
+    for name, seed in models:
+        forward_passes(build_model(name, weights="random", seed=seed), probe, batch, dev, workers)
 
 
 def _units(out) -> int:
@@ -192,6 +219,7 @@ def main(argv=None) -> int:
                    " what an installation pays once (compiling idsim's kernels, remembering the models' layer layouts)")
     p.add_argument("--warm-up-child", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--forward-child", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)
+    p.add_argument("--script-child", nargs="+", metavar="MODEL:SEED", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
 
     dataset = (["dataset=folder", f"dataset.root={a.images}", f"dataset.n_images={a.n}"] if a.images else
@@ -201,6 +229,10 @@ def main(argv=None) -> int:
         return 0
     if a.forward_child:
         forward_only(a.forward_child[0], dataset, a.batch_size, a.device, a.workers, int(a.forward_child[1]))
+        return 0
+    if a.script_child:
+        forward_script([(m.rsplit(":", 1)[0], int(m.rsplit(":", 1)[1])) for m in a.script_child], dataset,
+                       a.batch_size, a.device, a.workers)
         return 0
 
     from idsim.config import compose
@@ -218,21 +250,28 @@ def main(argv=None) -> int:
           f" load {os.getloadavg()[0]:.1f}")
     if not a.fresh_install:
         warm_up(a, env)
+    child = [sys.executable, __file__, *(["--images", str(a.images)] if a.images else []), "--n", str(a.n),
+             "--batch-size", str(a.batch_size), "--device", a.device, "--workers", str(a.workers)]
     forward = {}
     for name, seed, label in models:
-        wall, rss, out, err, rc = timed([sys.executable, __file__, *(["--images", str(a.images)] if a.images else []),
-                                         "--n", str(a.n), "--batch-size", str(a.batch_size), "--device", a.device,
-                                         "--workers", str(a.workers), "--forward-child", name, str(seed)], env)
+        wall, rss, out, err, rc = timed([*child, "--forward-child", name, str(seed)], env)
         if rc:
             print(err[-3000:], file=sys.stderr)
             return 1
         forward[label] = {**json.loads(out.strip().splitlines()[-1]), "rss_mb": rss}
     total_forward = sum(v["forward_s"] for v in forward.values())
+    script_wall, _, _, err, rc = timed([*child, "--script-child", *(f"{name}:{seed}" for name, seed, _ in models)], env)
+    if rc:
+        print(err[-3000:], file=sys.stderr)
+        return 1
 
     print(f"\n## pure forward passes (decoding included): {total_forward:.1f} s")
     print("| model | forward (s) | build (s) | peak RSS (MB) |\n|---|---|---|---|")
     for label, v in forward.items():
         print(f"| {label} | {v['forward_s']:.2f} | {v['build_s']:.2f} | {v['rss_mb']:.0f} |")
+    print(f"forward script: a plain script doing only these forward passes, as one process (start-up, imports, building"
+          f" the models, decoding, forward passes): {script_wall:.1f} s = {script_wall / total_forward:.2f}x the"
+          f" forward passes")
 
     ext = job.extraction
     budget = None if ext.exact_max_mb is None else int(ext.exact_max_mb * 2**20)
@@ -280,7 +319,8 @@ def main(argv=None) -> int:
               f" start-up and exit {cold_wall - accounted:.2f} | |")
         print(f"| **total** | {total_forward:.2f} | {cold_wall:.2f} (process wall) | **{cold_wall / total_forward:.2f}** |")
         print(f"the forward passes and building the models: {total_forward + builds:.1f} s; the cold job is"
-              f" {cold_wall / (total_forward + builds):.2f}x that")
+              f" {cold_wall / (total_forward + builds):.2f}x that, and {cold_wall / script_wall:.2f}x the forward"
+              f" script's {script_wall:.1f} s")
         if len(rows) > 1:
             warm_wall = rows[1][1]
             print(f"warm job (everything cached): {warm_wall:.1f} s = {warm_wall / cold_wall:.3f}x the cold job"
