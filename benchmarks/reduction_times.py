@@ -9,7 +9,7 @@ over every model of the job when it ends:
 - ``project``: ``idsim.reduce.SparseProjection.update``, the sparse random projections of wide layers.
 
 The job's own ``timings.json`` gives each model's extraction; this splits the part that is not the
-forward passes. The timers add two ``perf_counter`` calls per call (a few hundred per job).
+forward passes. The timers add two ``perf_counter`` calls per call (one call per batch and layer: milliseconds in all).
 
     python benchmarks/reduction_times.py target=resnet18 metric=cka dataset=natural dataset.n_images=150
 """
