@@ -26,7 +26,7 @@ from .errors import IdsimError
 from .featureset import FeatureSet, LayerData, Plan
 from .gram import pattern_gram
 from .models import Model
-from .procs import run_folder
+from .procs import reserve, run_folder
 from .reduce import (DEFAULT_RAM_BUDGET, SparseProjection, UnitStats, UnitStore, jl_dim, layer_rng, sample_units,
                      to_numpy)
 
@@ -96,6 +96,7 @@ def shared_pixels(probe: ProbeSet, num_workers: int = 0, scratch: Path | str | N
         os.close(fd)
         pixels = np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=shape)
         weakref.finalize(pixels, _unlink, name)
+        reserve(name, 0, os.path.getsize(name), f"the {n} probe images' decoded pixels")
     else:
         pixels = np.empty(shape, dtype=np.uint8)
     loader = DataLoader(_Crops(probe), batch_size=16, shuffle=False, num_workers=num_workers)
@@ -162,10 +163,10 @@ class Arena:
             self.spill_path, self.spill_size = Path(name), 0
             weakref.finalize(self, _unlink, name)
         start = -(-self.spill_offset // mmap.ALLOCATIONGRANULARITY) * mmap.ALLOCATIONGRANULARITY
+        if start + nbytes > self.spill_size:  # grows (its blocks allocated: a full disk is an error, not a SIGBUS)
+            reserve(self.spill_path, self.spill_size, start + nbytes - self.spill_size, "spilled layer values")
+            self.spill_size = start + nbytes  # never shrinks during the run
         self.spill_offset = start + nbytes
-        if self.spill_offset > self.spill_size:  # grows; never shrinks during the run (sparse until written)
-            os.truncate(self.spill_path, self.spill_offset)
-            self.spill_size = self.spill_offset
         return self.spill_path, start
 
 

@@ -9,6 +9,8 @@
   (:func:`run_folder`). Extraction removes its files when it ends, also when a SIGTERM/SIGINT
   stops it; the folder itself goes at exit. A process killed with SIGKILL cannot clean up: the
   next run on the same host removes the folders of processes that are gone (:func:`sweep_dead`).
+  Every scratch file that is written through a memory mapping has its disk blocks allocated first
+  (:func:`reserve`): a full disk is then one error line, never a SIGBUS.
 """
 from __future__ import annotations
 
@@ -112,6 +114,36 @@ def run_folder(base: str | Path | None = None) -> Path:
         atexit.register(_remove_own)
     _folders[key] = folder
     return folder
+
+
+def reserve(path: str | Path, offset: int, nbytes: int, what: str) -> None:
+    """Allocate the disk blocks of bytes ``[offset, offset + nbytes)`` of the file ``path`` now (growing it if needed).
+
+    Scratch files are written through memory mappings. A page of a sparse file written when the disk is
+    full cannot be stored, and the kernel kills the process with SIGBUS: no message, no status, no
+    cleanup. With the blocks allocated here, a full disk is an :class:`~idsim.errors.IdsimError` instead,
+    before ``what`` is written. Filesystems without ``fallocate`` are served by the C library (it writes
+    the blocks).
+    """
+    import errno
+
+    from .errors import IdsimError
+
+    if nbytes <= 0:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, offset, nbytes)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        folder = Path(path).parent
+        free = shutil.disk_usage(folder).free
+        raise IdsimError(f"no room on disk for {what} ({nbytes / 2**20:,.0f} MB) in {folder}: {free / 2**20:,.0f} MB"
+                         f" free; free space there, set extraction.scratch_dir to a folder on a disk with room, or"
+                         f" keep more in RAM (extraction.ram_budget_mb)") from None
+    finally:
+        os.close(fd)
 
 
 def _remove_own() -> None:

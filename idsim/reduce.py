@@ -25,6 +25,7 @@ import torch
 
 from .errors import IdsimError
 from .gram import release
+from .procs import reserve
 
 DEFAULT_RAM_BUDGET = 1024 * 2**20  # bytes of exact values kept in RAM (all layers) before spilling to disk
 
@@ -126,6 +127,7 @@ class UnitStore:
             scratch.mkdir(parents=True, exist_ok=True)
             self.path = scratch / f"{name.replace('/', '_')}.{id(self):x}.f32"
             self.data = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=shape)
+            reserve(self.path, 0, self.path.stat().st_size, f"{name}'s spilled values")
         elif buffer is not None:  # RAM already faulted in by an earlier model of the run (see features.Arena)
             self.data = buffer[:nbytes].view(np.float32).reshape(shape)
         else:

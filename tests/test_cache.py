@@ -388,6 +388,44 @@ def test_spilled_layers_give_the_same_reductions_as_in_ram(tmp_path):
     assert not any(folders[0].iterdir())  # ... until the run's probe set goes
 
 
+def test_spill_space_is_allocated_before_it_is_written(tmp_path, monkeypatch):
+    """Spilled values go through memory mappings: a page of a sparse file written on a full disk is a SIGBUS. So the
+    run's spill file (as it grows), a store's own scratch file and the shared pixels' file have their blocks
+    allocated when they are made (a sparse file, from a truncate or a fresh memmap, has none)."""
+    import idsim.features as features
+    from idsim.reduce import UnitStore
+
+    def allocated(path) -> int:
+        return os.stat(path).st_blocks * 512
+
+    arena = features.Arena()
+    path, start = arena.spill(3 * 2**20, tmp_path)
+    assert allocated(path) >= start + 3 * 2**20
+    path, start = arena.spill(5 * 2**20, tmp_path)  # the file grows past what was allocated
+    assert start >= 3 * 2**20 and allocated(path) >= start + 5 * 2**20
+    store = UnitStore(40, np.arange(20_000), scratch=tmp_path / "own", ram_budget=0)
+    assert store.spilled and allocated(store.path) >= 40 * 20_000 * 4
+    store.close()
+
+    from PIL import Image
+
+    class Blank:  # just past the 256 MB beyond which the shared pixels live in a scratch file
+        name = "blank"
+
+        def __len__(self):
+            return 256 * 2**20 // (3 * 224 * 224) + 1
+
+        def image(self, i):
+            return Image.new("RGB", (224, 224))
+
+    sizes = []
+    real = features.reserve
+    monkeypatch.setattr(features, "reserve", lambda name, *a: (sizes.append(allocated(name)), real(name, *a),
+                                                               sizes.append(allocated(name))))
+    pixels = features.shared_pixels(Blank(), scratch=tmp_path)
+    assert isinstance(pixels, np.memmap) and sizes[0] < 2**20 <= 256 * 2**20 < pixels.nbytes <= sizes[1]
+
+
 def test_projections_are_seeded_by_model_identity():
     """Two models with identical activations but different identities (seeds) get independent projection matrices,
     so the target's and a same-architecture source's approximation errors do not correlate; the same model, the same."""

@@ -474,6 +474,37 @@ def test_scratch_folders_are_per_process_and_dead_ones_swept(tmp_path):
     assert not gone.exists() and other_host.exists() and mine.is_dir()
 
 
+def test_a_full_scratch_disk_is_one_error_line_and_keeps_what_was_computed(cli, tmp_path, monkeypatch):
+    """Spilled values are written through a memory mapping, where a full disk would be a SIGBUS that kills the job
+    with no message and no status. Their blocks are allocated first, so a disk that fills up during the run (here:
+    once the target's features are in the cache, while the source spills) is one error line and a failed status,
+    and the target's features stay cached for the next run."""
+    import errno
+
+    cache = tmp_path / "cache"
+    real = os.posix_fallocate
+
+    def full_once_the_target_is_cached(fd, offset, length):
+        if any((cache / "features").rglob("meta.json")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", full_once_the_target_is_cached)
+    run = tmp_path / "run"
+    res = cli("target=alexnet", "sources=[vgg11]", "target.layers=[features.1,features.4]",
+              "sources.vgg11.layers=[features.1]", "dataset.n_images=6", "extraction.batch_size=3",
+              "extraction.ram_budget_mb=0.001", f"extraction.scratch_dir={tmp_path / 'scratch'}", f"cache.dir={cache}",
+              "logger=none", "plots=false", "extraction.progress=false", f"hydra.run.dir={run}")
+    assert res.returncode == 2
+    assert len(res.error_lines()) == 1, res.stderr
+    line = res.error_lines()[0]
+    assert line.startswith("idsim: error: no room on disk for spilled layer values (") and "MB free" in line
+    assert "extraction.scratch_dir" in line and "extraction.ram_budget_mb" in line
+    status = _status(run)
+    assert status["state"] == "failed" and "no room on disk" in status["error"]
+    assert len([p for p in (cache / "features").glob("*/*") if p.is_dir() and not p.name.startswith(".")]) == 1
+
+
 # --------------------------------------------------------------------------- SLURM jobs that can never start
 
 
