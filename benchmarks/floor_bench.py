@@ -44,19 +44,24 @@ DEFAULT_MODELS = ["resnet18", "alexnet", "vgg11", "resnet18", "vit_base_patch32_
 METRICS = ("cka", "rsa", "regression", "regression_loo")
 
 
-def forward_only(name: str, dataset: list[str], batch: int, device: str, workers: int, seed: int) -> None:
-    """Child process: time the pure forward passes of one model; print JSON (with run.py's malloc settings)."""
+def _child(dataset: list[str], device: str):
+    """A forward child's start: run.py's malloc settings, then (device, probe set)."""
     from idsim.procs import tune_memory
 
     tune_memory()
-    import torch
-
-    from idsim import build_model, load_probe_set
+    from idsim import load_probe_set
     from idsim.config import compose
     from idsim.features import resolve_device
 
-    dev = resolve_device(device)
-    probe = load_probe_set(compose(dataset).dataset)
+    return resolve_device(device), load_probe_set(compose(dataset).dataset)
+
+
+def forward_only(name: str, dataset: list[str], batch: int, device: str, workers: int, seed: int) -> None:
+    """Child process: time the pure forward passes of one model; print JSON."""
+    dev, probe = _child(dataset, device)
+    import torch
+
+    from idsim import build_model
     from idsim.models import meta_module
     from idsim.model_names import resolve_library
 
@@ -110,15 +115,9 @@ def forward_passes(model, probe, batch: int, dev, workers: int) -> float:
 def forward_script(models: list[tuple[str, int]], dataset: list[str], batch: int, device: str, workers: int) -> None:
     """Child process: what a plain script doing only the job's forward passes runs, in one process: start-up, the
     imports, the probe set, and for each model its build and forward passes (the parent times the process)."""
-    from idsim.procs import tune_memory
+    dev, probe = _child(dataset, device)
+    from idsim import build_model
 
-    tune_memory()
-    from idsim import build_model, load_probe_set
-    from idsim.config import compose
-    from idsim.features import resolve_device
-
-    dev = resolve_device(device)
-    probe = load_probe_set(compose(dataset).dataset)
     for name, seed in models:
         forward_passes(build_model(name, weights="random", seed=seed), probe, batch, dev, workers)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from .errors import IdsimError
 
 log = logging.getLogger("idsim")
 
@@ -125,10 +128,6 @@ def reserve(path: str | Path, offset: int, nbytes: int, what: str) -> None:
     before ``what`` is written. Filesystems without ``fallocate`` are served by the C library (it writes
     the blocks).
     """
-    import errno
-
-    from .errors import IdsimError
-
     if nbytes <= 0:
         return
     fd = os.open(path, os.O_RDWR)
