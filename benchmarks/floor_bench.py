@@ -237,8 +237,9 @@ def main(argv=None) -> int:
     from idsim.config import compose
     from idsim.errors import IdsimError
 
-    try:  # the job's settings, checked before any timing (a bad --extra is one line, not a failed job minutes later)
-        job = compose([*dataset, *a.extra])
+    sources = "[" + ",".join(a.sources) + "]"
+    try:  # the job's settings and models, checked before any timing (one line, not a failed child minutes later)
+        job = compose([*dataset, f"target={a.target}", f"sources={sources}", *a.extra])
     except IdsimError as e:
         print(f"floor_bench: error: {e}", file=sys.stderr)
         return 2
@@ -287,7 +288,6 @@ def main(argv=None) -> int:
               f" = {(total_forward + gram_floor) / total_forward:.2f}x,"
               f" or {(total_forward + gram_floor + builds) / total_forward:.2f}x with building the models.")
 
-    sources = "[" + ",".join(a.sources) + "]"
     for metric in a.metrics:
         rows = []
         extra = ["metric.alphas=[1.0]"] if metric == "regression" and not a.alpha_grid else []  # as the issue measured

@@ -86,6 +86,15 @@ def main(argv=None) -> int:
     if not hasattr(os, "SCHED_IDLE"):
         print("idle_share: error: needs Linux's SCHED_IDLE scheduling policy (os.SCHED_IDLE)", file=sys.stderr)
         return 2
+    from idsim.errors import IdsimError
+    from idsim.model_names import resolve_library
+
+    try:  # before any timing: an unknown name is one line, not a traceback after the first models
+        for name in a.models:
+            resolve_library(name)
+    except IdsimError as e:
+        print(f"idle_share: error: {e}", file=sys.stderr)
+        return 2
     background = "normal" if a.normal else "idle"
     print(f"# idle share: {a.batches} batches of 32 per model; background thread {background} priority;"
           f" {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}")
