@@ -125,8 +125,9 @@ def reserve(path: str | Path, offset: int, nbytes: int, what: str) -> None:
     Scratch files are written through memory mappings. A page of a sparse file written when the disk is
     full cannot be stored, and the kernel kills the process with SIGBUS: no message, no status, no
     cleanup. With the blocks allocated here, a full disk is an :class:`~idsim.errors.IdsimError` instead,
-    before ``what`` is written. Filesystems without ``fallocate`` are served by the C library (it writes
-    the blocks).
+    before ``what`` is written. Filesystems without ``fallocate`` are mostly served by the C library (it
+    writes the blocks); where allocation is refused as unsupported, the file is only grown (sparse, as
+    before this check existed), so such a scratch folder still works.
     """
     if nbytes <= 0:
         return
@@ -134,6 +135,10 @@ def reserve(path: str | Path, offset: int, nbytes: int, what: str) -> None:
     try:
         os.posix_fallocate(fd, offset, nbytes)
     except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # offset >= 0 and nbytes > 0: unsupported
+            if os.fstat(fd).st_size < offset + nbytes:
+                os.ftruncate(fd, offset + nbytes)
+            return
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         folder = Path(path).parent

@@ -432,6 +432,32 @@ def test_spill_space_is_allocated_before_it_is_written(tmp_path, monkeypatch):
     assert before_after[0] < 2**20 and before_after[1] >= pixels.nbytes  # sparse when made, allocated after
 
 
+@pytest.mark.parametrize("code", ["EOPNOTSUPP", "EINVAL"])
+def test_spill_works_where_the_filesystem_refuses_allocation(tmp_path, monkeypatch, code):
+    """Some filesystems (and C libraries without glibc's emulation) refuse ``posix_fallocate`` as unsupported: the spill
+    file is then grown as a sparse file, and spilled values read back as written, rather than the run failing."""
+    import errno
+
+    import torch
+
+    import idsim.features as features
+    from idsim.reduce import UnitStore
+
+    def unsupported(fd, offset, length):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    arena = features.Arena()
+    path, start = arena.spill(3 * 2**20, tmp_path)
+    path, start = arena.spill(5 * 2**20, tmp_path)
+    assert os.path.getsize(path) >= start + 5 * 2**20
+    store = UnitStore(4, np.arange(1_000), scratch=tmp_path / "own", ram_budget=0)
+    values = np.random.default_rng(0).standard_normal((4, 1_000)).astype(np.float32)
+    store.update(torch.from_numpy(values), slice(0, 4))
+    assert store.spilled and np.array_equal(np.asarray(store.data), values)
+    store.close()
+
+
 def test_projections_are_seeded_by_model_identity():
     """Two models with identical activations but different identities (seeds) get independent projection matrices,
     so the target's and a same-architecture source's approximation errors do not correlate; the same model, the same."""
